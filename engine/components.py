@@ -1,0 +1,49 @@
+"""The shapes that components share: a typed ``Config`` per class, a default ``from_config``, objective outputs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict
+
+
+class ComponentConfig(BaseModel):
+    """Base of every component's nested ``Config``: unknown keys are rejected, values validated on assignment."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class Component:
+    """Mixin for registrable components.
+
+    Subclasses set ``name`` and a nested ``Config(ComponentConfig)``. The default :meth:`from_config` passes the
+    config's fields as keyword arguments to the constructor, plus the context keywords the constructor accepts
+    (so constructors keep explicit typed arguments, as PyG's do).
+    """
+
+    name: ClassVar[str]
+    Config: ClassVar[type[ComponentConfig]] = ComponentConfig
+
+    @classmethod
+    def from_config(cls, config: ComponentConfig, **context: Any):
+        import inspect
+
+        kwargs = dict(config)
+        params = inspect.signature(cls.__init__).parameters
+        takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+        for key, value in context.items():
+            if takes_any or key in params:
+                kwargs[key] = value
+        return cls(**kwargs)
+
+
+@dataclass
+class ObjectiveOutput:
+    """What an objective returns: the scalar ``loss`` and its named ``parts`` (each a scalar tensor).
+
+    The trainer logs every part to the tracker under ``loss/<term>/<part>``.
+    """
+
+    loss: Any
+    parts: dict[str, Any] = field(default_factory=dict)
