@@ -18,7 +18,8 @@ class Component:
     """Mixin for registrable components.
 
     Subclasses set ``name`` and a nested ``Config(ComponentConfig)``. The default :meth:`from_config` passes the
-    config's fields as keyword arguments to the constructor, plus the context keywords the constructor accepts
+    config's fields as keyword arguments to the constructor, plus the context keywords the constructor names
+    explicitly
     (so constructors keep explicit typed arguments, as PyG's do).
     """
 
@@ -31,10 +32,8 @@ class Component:
 
         kwargs = dict(config)
         params = inspect.signature(cls.__init__).parameters
-        takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
-        for key, value in context.items():
-            if takes_any or key in params:
-                kwargs[key] = value
+        named = {n for n, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+        kwargs.update({k: v for k, v in context.items() if k in named})  # only context the constructor names
         return cls(**kwargs)
 
 

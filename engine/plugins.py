@@ -24,7 +24,7 @@ from .errors import PluginError
 from .registry import Registry
 
 #: Built-in plugin modules; they register through the same hooks as third-party ones.
-DEFAULT_PLUGINS: tuple[str, ...] = ("engine.data.sources",)
+DEFAULT_PLUGINS: tuple[str, ...] = ("engine.data.sources", "engine.data.synthetic")
 
 ENTRY_POINT_GROUP = "engine.plugins"
 

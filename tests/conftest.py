@@ -1,3 +1,8 @@
+import sys, pathlib
+for _p in ("plugins/objectives", "plugins/graphcl"):
+    _d = str(pathlib.Path(__file__).resolve().parents[1] / _p)
+    if _d not in sys.path:
+        sys.path.insert(0, _d)
 import os
 
 # Tests never load entry points: plugins are registered in-memory by fixtures.

@@ -1,0 +1,170 @@
+"""The ``engine`` command line. Heavy imports (torch, mlflow) live inside commands so ``engine --help`` is instant.
+
+User errors (:class:`engine.errors.EngineError`) print one line and exit non-zero; tracebacks are for bugs.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+
+import click
+
+from . import __version__
+from .errors import EngineError
+
+
+def user_errors(fn):
+    """Turn EngineError into a one-line message and exit code 2; Ctrl-C into exit 130 with a resume hint."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except EngineError as err:
+            click.echo(f"Error: {err}", err=True)
+            sys.exit(err.exit_code)
+        except KeyboardInterrupt:
+            click.echo("Interrupted. The last completed epoch is checkpointed: rerun with --resume.", err=True)
+            sys.exit(130)
+
+    return wrapper
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(version=__version__, prog_name="engine")
+def cli():
+    """Train contrastive recommenders and record linkers from a pipeline.yaml, track them in MLflow,
+    export them to ONNX."""
+
+
+@cli.command()
+@click.argument("pipeline", type=click.Path(dir_okay=False))
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a pipeline value, e.g. --set train.epochs=5 (repeatable; values parsed as YAML).")
+@click.option("--metrics-out", type=click.Path(dir_okay=False), default=None,
+              help="Write the final test metrics and the MLflow run_id to this JSON file.")
+@click.option("--resume", is_flag=True, help="Continue from the last checkpoint of this pipeline.")
+@click.option("--no-track", is_flag=True, help="Do not log to MLflow.")
+@user_errors
+def run(pipeline, overrides, metrics_out, resume, no_track):
+    """Train and evaluate the pipeline in PIPELINE (a YAML file)."""
+    from .config import load_pipeline
+    from .run import run_pipeline
+
+    cfg = load_pipeline(pipeline, overrides)
+    outcome = run_pipeline(cfg, metrics_out=metrics_out, resume=resume, track=not no_track)
+    shown = ", ".join(f"{k}={v:.4f}" for k, v in outcome.test_metrics.items() if k.endswith(("@10", "@20")))
+    click.echo(f"test: {shown}")
+    click.echo(f"best epoch {outcome.best_epoch} of {outcome.epochs_run}; train {outcome.train_seconds:.1f}s; "
+               f"run_id {outcome.run_id}")
+
+
+@cli.command()
+@click.argument("pipeline", type=click.Path(dir_okay=False))
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a pipeline value.")
+@click.option("--checkpoint", type=click.Path(dir_okay=False), default=None,
+              help="Weights to evaluate (default: the pipeline's best.pt).")
+@click.option("--split", type=click.Choice(["valid", "test"]), default="test", show_default=True,
+              help="The split to evaluate on.")
+@click.option("--metrics-out", type=click.Path(dir_okay=False), default=None, help="Write the metrics to this JSON file.")
+@user_errors
+def evaluate(pipeline, overrides, checkpoint, split, metrics_out):
+    """Evaluate trained weights of PIPELINE on a split."""
+    from .commands import evaluate_checkpoint
+
+    metrics = evaluate_checkpoint(pipeline, overrides, checkpoint, split, metrics_out)
+    click.echo(json.dumps(metrics, indent=2, sort_keys=True))
+
+
+@cli.command()
+@click.argument("pipeline", type=click.Path(dir_okay=False))
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a pipeline value.")
+@click.option("--checkpoint", type=click.Path(dir_okay=False), default=None,
+              help="Weights to export (default: the pipeline's best.pt).")
+@click.option("--output", "-o", type=click.Path(file_okay=False), required=True, help="Directory for the ONNX model.")
+@user_errors
+def export(pipeline, overrides, checkpoint, output):
+    """Export the trained model of PIPELINE to ONNX, with a parity check against PyTorch."""
+    from .commands import export_checkpoint
+
+    report = export_checkpoint(pipeline, overrides, checkpoint, output)
+    click.echo(json.dumps(report, indent=2, sort_keys=True))
+
+
+@cli.group()
+def plugins():
+    """List, install and uninstall plugins."""
+
+
+@plugins.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list of {kind, name, plugin, ...}.")
+@click.option("--all", "show_all", is_flag=True, help="Include built-in components.")
+@click.option("--kind", type=click.Choice(["encoder", "objective", "augmenter", "data_source", "task"]), default=None,
+              help="Only list components of this kind.")
+@user_errors
+def plugins_list(as_json, show_all, kind):
+    """List the components that loaded plugins provide."""
+    from .plugins import get_registry, plugin_info
+
+    rows = []
+    for entry in get_registry().entries(kind):
+        info = plugin_info(entry.plugin)
+        if info.builtin and not show_all:
+            continue
+        rows.append({"kind": entry.kind, "name": entry.name, "plugin": entry.plugin, "builtin": info.builtin,
+                     "distribution": info.distribution, "version": info.version, "summary": entry.summary})
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        click.echo("No plugins installed. Built-ins: `engine plugins list --all`.")
+    for row in rows:
+        click.echo(f"{row['kind']:<12} {row['name']:<18} {row['plugin']:<22} {row['summary']}")
+
+
+def _pip(args: list[str]) -> None:
+    from runpy import run_module
+
+    sys.argv = ["pip", *args]
+    run_module("pip", run_name="__main__")
+
+
+@plugins.command("install")
+@click.argument("packages", nargs=-1)
+@click.option("-U", "--upgrade", is_flag=True, help="Upgrade packages to the latest version.")
+@click.option("-e", "--editable", multiple=True, type=click.Path(exists=True), help="Install a local path in editable mode.")
+def plugins_install(packages, upgrade, editable):
+    """Install plugins into the environment engine runs in (with pip)."""
+    if not packages and not editable:
+        raise click.UsageError("name a package or give -e PATH")
+    args = ["install"] + (["--upgrade"] if upgrade else [])
+    for path in editable:
+        args += ["-e", path]
+    _pip(args + list(packages))
+
+
+@plugins.command("uninstall")
+@click.argument("packages", nargs=-1, required=True)
+@click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
+def plugins_uninstall(packages, yes):
+    """Uninstall plugins from the environment engine runs in (with pip)."""
+    _pip(["uninstall", *packages] + (["-y"] if yes else []))
+
+
+def main() -> None:
+    from .plugins import load_plugins, pm
+
+    if any(a not in ("-h", "--help", "--version") for a in sys.argv[1:2]):
+        try:
+            load_plugins()
+            pm.hook.register_commands(cli=cli)
+        except EngineError as err:
+            click.echo(f"Error: {err}", err=True)
+            sys.exit(err.exit_code)
+    cli()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,160 @@
+"""One pipeline run, end to end: config -> task -> data -> model -> trainer -> test -> tracking -> outputs.
+
+Everything that can fail on user input (config, plugins, data, an old checkpoint) is checked before a tracking run
+or an output file is created, so bad input leaves nothing half-written. Output files are written atomically.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .config import PipelineConfig
+from .plugins import get_registry
+from .tracking import Tracker, make_tracker
+
+PACKAGES = ("engine", "engine-graphcl", "engine-objectives", "torch", "torch-geometric", "polars", "mlflow-skinny",
+            "onnx", "onnxruntime", "onnxruntime-gpu", "numpy", "pydantic", "pluggy")
+
+
+@dataclass
+class RunOutcome:
+    run_id: str | None
+    test_metrics: dict[str, float]
+    best_epoch: int
+    epochs_run: int
+    train_seconds: float
+
+
+def write_json_atomic(path: str | Path, payload: dict[str, Any]) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(payload, fh, indent=2, sort_keys=True)
+            fh.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def package_versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def prepare(cfg: PipelineConfig):
+    """Build the task, load and validate its data, build the model. Raises EngineError on bad input."""
+    registry = get_registry()
+    entry = registry.get("task", cfg.task, where="task")
+    task = entry.cls(cfg, registry)
+    task.load_data()
+    model = task.build_model()
+    return task, model
+
+
+def checkpoint_dir(cfg: PipelineConfig) -> Path:
+    return Path(cfg.train.checkpoint_dir) / cfg.name
+
+
+def run_pipeline(
+    cfg: PipelineConfig,
+    metrics_out: str | Path | None = None,
+    resume: bool = False,
+    track: bool = True,
+) -> RunOutcome:
+    import torch
+
+    from .train import Trainer, resolve_device
+
+    if cfg.train.num_threads:
+        torch.set_num_threads(cfg.train.num_threads)
+    device = resolve_device(cfg.train.device)
+    task, model = prepare(cfg)
+    directory = checkpoint_dir(cfg)
+    trainer = Trainer(task, cfg, Tracker(), directory, device)
+    state = trainer.resume_state() if resume else None
+    if resume and state is None:
+        print(f"engine: no checkpoint in {directory}; starting from scratch", file=sys.stderr)
+    if state is None:  # a fresh run must not pick up a previous run's best weights
+        for stale in (trainer.last_path, trainer.best_path):
+            stale.unlink(missing_ok=True)
+
+    tracker = make_tracker(cfg, resume_run_id=(state or {}).get("run_id"), enabled=track)
+    trainer.tracker = tracker
+    try:
+        if state is None:
+            _log_setup(cfg, task, tracker, device)
+        tic = time.perf_counter()
+        result = trainer.fit(model, state)
+        train_seconds = time.perf_counter() - tic
+        trainer.load_best(model)
+        test = task.evaluate(model, "test")
+        tracker.log_metrics({f"test/{k}": v for k, v in test.items()}, step=result.best_epoch)
+        tracker.log_metrics({"best_epoch": result.best_epoch, "time/train_s": train_seconds}, step=result.epochs_run)
+        task.log_artifacts(model, tracker)
+        _log_curves(result.history, tracker)
+        if cfg.tracking.log_checkpoint:
+            tracker.log_artifact(trainer.best_path, "checkpoints")
+        if metrics_out:
+            write_json_atomic(metrics_out, {**test, "run_id": tracker.run_id, "best_epoch": result.best_epoch,
+                                            "epochs": result.epochs_run, "train_seconds": round(train_seconds, 3)})
+    except KeyboardInterrupt:
+        tracker.end("KILLED")
+        raise
+    except BaseException:
+        tracker.end("FAILED")
+        raise
+    tracker.end("FINISHED")
+    return RunOutcome(tracker.run_id, test, result.best_epoch, result.epochs_run, train_seconds)
+
+
+def _log_setup(cfg: PipelineConfig, task, tracker: Tracker, device) -> None:
+    tracker.set_tags({"engine.task": cfg.task, "engine.pipeline": cfg.name, "engine.device": str(device)})
+    tracker.log_params({"config": cfg.raw})
+    tracker.log_params({"data": task.data_summary()})
+    tracker.log_params({"versions": package_versions(), "seed": cfg.seed})
+    tracker.log_text(yaml.safe_dump(cfg.raw, sort_keys=False), "pipeline.yaml")
+
+
+def _log_curves(history: list[dict[str, float]], tracker: Tracker) -> None:
+    if not history or tracker.run_id is None:
+        return
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [h["epoch"] for h in history]
+    loss_keys = sorted({k for h in history for k in h if k.startswith("loss/")})
+    metric_keys = sorted({k for h in history for k in h if k.startswith("valid/")})
+    fig, axes = plt.subplots(1, 2 if metric_keys else 1, figsize=(11 if metric_keys else 6, 4), squeeze=False)
+    for key in loss_keys:
+        axes[0][0].plot(epochs, [h.get(key) for h in history], label=key.removeprefix("loss/"))
+    axes[0][0].set(xlabel="epoch", ylabel="loss", title="training loss by term")
+    axes[0][0].legend()
+    if metric_keys:
+        for key in metric_keys:
+            pts = [(h["epoch"], h[key]) for h in history if key in h]
+            axes[0][1].plot([p[0] for p in pts], [p[1] for p in pts], marker=".", label=key.removeprefix("valid/"))
+        axes[0][1].set(xlabel="epoch", title="validation")
+        axes[0][1].legend(fontsize=7)
+    tracker.log_figure(fig, "plots/training_curves.png")
+    plt.close(fig)

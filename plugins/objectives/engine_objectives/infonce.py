@@ -1,0 +1,138 @@
+"""InfoNCE over in-batch negatives, split into open_clip-style steps: logits, ground truth, cross-entropy."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+from torch import Tensor, nn
+
+from engine.components import Component, ComponentConfig, ObjectiveOutput
+
+
+def check_pair(anchor: Tensor, positive: Tensor, where: str) -> None:
+    """Raise :class:`ValueError` unless ``anchor`` and ``positive`` are finite, non-empty float ``[B, D]`` tensors."""
+    for label, x in (("anchor", anchor), ("positive", positive)):
+        if not isinstance(x, Tensor) or x.dim() != 2 or not x.is_floating_point():
+            got = f"shape {list(x.shape)}, {x.dtype}" if isinstance(x, Tensor) else type(x).__name__
+            raise ValueError(f"{where}: {label} must be a float tensor [B, D], got {got}")
+    if anchor.shape != positive.shape:
+        raise ValueError(
+            f"{where}: anchor {list(anchor.shape)} and positive {list(positive.shape)} must have the same "
+            "[B, D]: row i of positive is the positive of row i of anchor"
+        )
+    if anchor.shape[0] == 0:
+        raise ValueError(f"{where}: empty batch (shape {list(anchor.shape)})")
+    for label, x in (("anchor", anchor), ("positive", positive)):
+        if not torch.isfinite(x).all():
+            raise ValueError(
+                f"{where}: {label} {list(x.shape)} has NaN or inf values; check the encoder's output "
+                "(a learning rate too high, or a division by a zero norm upstream)"
+            )
+
+
+class InfoNCE(nn.Module, Component):
+    r"""InfoNCE (NT-Xent) with in-batch negatives, as in CPC, SimCLR and SGL / SimGCL / SELFRec.
+
+    Row :math:`i` of ``positive`` is the positive of row :math:`i` of ``anchor``; the other rows of ``positive``
+    are its negatives. With similarities :math:`s_{ij} = \langle a_i, p_j \rangle` (cosine when ``normalize``):
+
+    .. math::
+        \mathcal{L} = \frac{1}{B} \sum_{i=1}^{B}
+        -\log \frac{\exp(s_{ii} / \tau)}{\sum_{j=1}^{B} \exp(s_{ij} / \tau)}
+
+    computed as a cross-entropy over the logits :math:`s / \tau` (stable for any scale). With ``symmetric`` the
+    loss is averaged with the same term from ``positive`` to ``anchor`` (CLIP's loss).
+
+    Related: :class:`~engine_objectives.BPR` (one sampled negative, no temperature).
+    References: van den Oord et al., `Representation Learning with Contrastive Predictive Coding
+    <https://arxiv.org/abs/1807.03748>`_ (2018); Chen et al., `A Simple Framework for Contrastive Learning of
+    Visual Representations <https://arxiv.org/abs/2002.05709>`_ (ICML 2020); Wu et al., `Self-supervised Graph
+    Learning for Recommendation <https://arxiv.org/abs/2010.10783>`_ (SIGIR 2021).
+
+    Args:
+        temperature (float, optional): :math:`\tau > 0`; the initial value when learnable. (default: :obj:`0.2`)
+        normalize (bool, optional): L2-normalise rows first (cosine similarity). (default: :obj:`True`)
+        symmetric (bool, optional): average both directions. (default: :obj:`False`)
+        learnable_temperature (bool, optional): learn :math:`\log \tau` as a parameter. (default: :obj:`False`)
+
+    Shapes:
+        - **input:** anchor :math:`(B, D)`, positive :math:`(B, D)`, finite floats
+        - **output:** :class:`~engine.components.ObjectiveOutput` with a scalar ``loss`` and
+          ``parts={"infonce": loss}``
+    """
+
+    name: ClassVar[str] = "infonce"
+
+    class Config(ComponentConfig):
+        """Options of :class:`InfoNCE`."""
+
+        temperature: float = Field(0.2, gt=0, description="softmax temperature tau (initial value if learnable)")
+        normalize: bool = Field(True, description="L2-normalise embeddings first: cosine similarity")
+        symmetric: bool = Field(False, description="average anchor->positive and positive->anchor losses")
+        learnable_temperature: bool = Field(False, description="learn log(tau) as a parameter")
+
+    def __init__(
+        self,
+        temperature: float = 0.2,
+        normalize: bool = True,
+        symmetric: bool = False,
+        learnable_temperature: bool = False,
+    ) -> None:
+        super().__init__()
+        config = self.Config(
+            temperature=temperature,
+            normalize=normalize,
+            symmetric=symmetric,
+            learnable_temperature=learnable_temperature,
+        )
+        self.normalize = config.normalize
+        self.symmetric = config.symmetric
+        self.learnable_temperature = config.learnable_temperature
+        self._temperature = config.temperature
+        log_tau = nn.Parameter(torch.tensor(math.log(config.temperature))) if self.learnable_temperature else None
+        self.register_parameter("log_temperature", log_tau)
+
+    @property
+    def temperature(self) -> float:
+        """The current temperature :math:`\\tau` (a float, for logging)."""
+        if self.log_temperature is None:
+            return self._temperature
+        return float(self.log_temperature.detach().exp())
+
+    def get_config_dict(self) -> dict[str, Any]:
+        """The options as a flat dict, for tracking (the temperature is the current one)."""
+        return {
+            "temperature": self.temperature,
+            "normalize": self.normalize,
+            "symmetric": self.symmetric,
+            "learnable_temperature": self.learnable_temperature,
+        }
+
+    def get_logits(self, anchor: Tensor, positive: Tensor) -> Tensor:
+        """Logits :math:`s_{ij} / \\tau`, shape :math:`(B, B)`; row ``i`` scores ``anchor[i]`` against all positives."""
+        if self.normalize:
+            anchor, positive = F.normalize(anchor, dim=-1), F.normalize(positive, dim=-1)
+        logits = anchor @ positive.T
+        if self.log_temperature is not None:
+            return logits / self.log_temperature.exp()
+        return logits / self._temperature
+
+    def get_ground_truth(self, batch_size: int, device: torch.device | str | None = None) -> Tensor:
+        """Targets of the cross-entropy: the positive of row ``i`` is column ``i``."""
+        return torch.arange(batch_size, device=device, dtype=torch.long)
+
+    def forward(self, anchor: Tensor, positive: Tensor) -> ObjectiveOutput:
+        check_pair(anchor, positive, "InfoNCE")
+        logits = self.get_logits(anchor, positive)
+        labels = self.get_ground_truth(anchor.shape[0], anchor.device)
+        loss = F.cross_entropy(logits, labels)
+        if self.symmetric:
+            loss = (loss + F.cross_entropy(logits.T, labels)) / 2
+        return ObjectiveOutput(loss=loss, parts={"infonce": loss})
+
+    def extra_repr(self) -> str:
+        return ", ".join(f"{k}={v}" for k, v in self.get_config_dict().items())
