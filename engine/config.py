@@ -108,6 +108,9 @@ class EvaluateConfig(Strict):
     metrics: list[Literal["recall", "ndcg", "hr", "precision", "mrr"]] = Field(default_factory=lambda: list(METRICS))
     chunk_size: int = Field(2048, ge=1, description="users scored at once; bounds evaluation memory")
     geometry: bool = Field(True, description="log alignment and uniformity of the embeddings")
+    test_every: int | None = Field(
+        None, ge=1, description="also evaluate on test every N epochs, logged as a learning curve (test_curve/*); "
+        "never used to select the model")
 
     @model_validator(mode="after")
     def _positive_ks(self) -> "EvaluateConfig":

@@ -194,6 +194,9 @@ class Trainer:
             elif not validate:  # no validation split: the last epoch is the one kept
                 best_epoch, best_metrics = epoch, {}
                 self._save_best(model, epoch, {})
+            test_every = self.cfg.evaluate.test_every
+            if test_every and (epoch % test_every == 0 or epoch == t.epochs):
+                row.update({f"test_curve/{k}": v for k, v in self.task.evaluate(model, "test").items()})
             history.append({"epoch": epoch, **row})
             if is_main_process():
                 self.tracker.log_metrics(row, step=epoch)
@@ -228,7 +231,7 @@ class Trainer:
 
     def _log_line(self, epoch: int, row: dict[str, float]) -> None:
         shown = [f"{k.removeprefix('loss/')}={v:.4f}" for k, v in row.items() if k.startswith("loss/")]
-        shown += [f"{k}={v:.4f}" for k, v in row.items() if k.startswith("valid/") and "@" in k][:4]
+        shown += [f"{k}={v:.4f}" for k, v in row.items() if k.startswith(("valid/", "test_curve/")) and "@" in k][:4]
         shown.append(f"{row['time/epoch_s']:.1f}s")
         print(f"epoch {epoch}/{self.train_cfg.epochs}: " + " ".join(shown), file=sys.stderr, flush=True)
 

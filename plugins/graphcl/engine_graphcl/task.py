@@ -1,0 +1,238 @@
+"""The ``graph_cf`` task: graph collaborative filtering with optional contrastive views, composed in YAML.
+
+A model is an encoder (``lightgcn``, ``dccf``), an optional augmenter, a ranking loss (``bpr``) and an optional
+contrastive term (any objective from the registry, ``infonce`` by default) on one of three kinds of views:
+
+* ``views: augment`` — two views from the augmenter: two dropped-out graphs resampled each epoch (SGL: edge_dropout,
+  node_dropout, random_walk), or two noisy propagations (SimGCL: embedding_noise).
+* ``views: cross_layer`` — XSimGCL: one noisy propagation serves the ranking loss, and its final embeddings are
+  contrasted with the embeddings of layer ``layer`` of the same pass.
+* ``views: encoder`` — the pairs of views the encoder itself produces (DCCF: graph, intent and adaptive-mask views).
+
+The contrastive term is computed on the unique users and unique positive items of the batch, users and items apart.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any, Literal
+
+import torch
+from pydantic import Field
+
+from engine.components import ComponentConfig, ObjectiveOutput
+from engine.config import AugmenterSpec, EncoderSpec, ObjectiveSpec
+from engine.errors import ConfigError, DataError
+from engine.evaluate import ItemSets, full_ranking
+from engine.task import Task
+
+from .graph import Graph, build_graph
+from .sampling import NegativeSampler
+
+
+class ContrastConfig(ComponentConfig):
+    objective: ObjectiveSpec = Field(default_factory=lambda: ObjectiveSpec(name="infonce", weight=0.1),
+                                     description="the contrastive objective; its `weight` is λ")
+    views: Literal["augment", "cross_layer", "encoder"] = "augment"
+    layer: int = Field(1, ge=0, description="cross_layer: the layer contrasted with the final embeddings (l*)")
+
+
+class GraphCFModelConfig(ComponentConfig):
+    encoder: EncoderSpec = Field(default_factory=lambda: EncoderSpec(name="lightgcn"))
+    augmenter: AugmenterSpec | None = None
+    perturb_main: bool = Field(False, description="the ranking loss also sees the augmented (noisy) pass (XSimGCL)")
+    skip_ego: bool = Field(False, description="average propagated layers only, not layer 0 (SimGCL/XSimGCL)")
+    loss: ObjectiveSpec = Field(default_factory=lambda: ObjectiveSpec(name="bpr"))
+    contrast: ContrastConfig | None = None
+    reg_weight: float = Field(1e-4, ge=0, description="L2 on the batch's ego embeddings, /2 per row (LightGCN)")
+
+
+class GraphScorer(torch.nn.Module):
+    """The exported graph: propagated embeddings as constants, scores = E_u[user] · E_iᵀ."""
+
+    def __init__(self, users: torch.Tensor, items: torch.Tensor) -> None:
+        super().__init__()
+        self.register_buffer("user_embedding", users.detach().float().clone())
+        self.register_buffer("item_embedding", items.detach().float().clone())
+
+    def forward(self, user: torch.Tensor) -> torch.Tensor:
+        return self.user_embedding[user] @ self.item_embedding.T
+
+
+class GraphCFTask(Task):
+    """Graph collaborative filtering (LightGCN, SGL, SimGCL, XSimGCL, DCCF), full-ranking evaluation."""
+
+    name = "graph_cf"
+    ModelConfig = GraphCFModelConfig
+
+    # -- data -----------------------------------------------------------------------------------------------------
+    def load_data(self) -> None:
+        self.data = self.config.data.build(self.registry).load()
+        d = self.data
+        if d.train.height == 0:
+            raise DataError(f"{self.config.data.options.get('path')}: the training split is empty")
+        self.graph = build_graph(torch.as_tensor(d.train["user"].to_numpy()), torch.as_tensor(d.train["item"].to_numpy()),
+                                 d.num_users, d.num_items)
+        self.train_sets = ItemSets.from_frame(d.train, d.num_users)
+        self.sampler = NegativeSampler(self.graph.users, self.graph.items, d.num_items)
+        self.model_cfg: GraphCFModelConfig = self.config.model
+        m = self.model_cfg
+        if m.contrast is not None and m.contrast.views == "augment" and m.augmenter is None:
+            raise ConfigError("model.contrast.views: 'augment' needs model.augmenter (e.g. edge_dropout)")
+        if m.perturb_main and m.augmenter is None:
+            raise ConfigError("model.perturb_main: needs an embedding augmenter at model.augmenter")
+
+    def data_summary(self) -> dict[str, Any]:
+        return self.data.summary()
+
+    def has_split(self, split: str) -> bool:
+        return (self.data.valid is not None and self.data.valid.height > 0) if split == "valid" else True
+
+    # -- model ----------------------------------------------------------------------------------------------------
+    def build_model(self) -> torch.nn.Module:
+        m = self.model_cfg
+        sizes = {"num_users": self.data.num_users, "num_items": self.data.num_items}
+        model = torch.nn.Module()
+        model.encoder = m.encoder.build(self.registry, **sizes)
+        model.loss = m.loss.build(self.registry)
+        self.augmenter = m.augmenter.build(self.registry, **sizes) if m.augmenter is not None else None
+        if self.augmenter is not None and isinstance(self.augmenter, torch.nn.Module):
+            model.augmenter = self.augmenter
+        if m.contrast is not None:
+            model.contrast = m.contrast.objective.build(self.registry)
+            if m.contrast.views == "encoder" and not hasattr(model.encoder, "contrast_pairs"):
+                raise ConfigError(f"model.contrast.views: encoder {m.encoder.name!r} produces no contrastive views; "
+                                  "use 'augment' or 'cross_layer'")
+        params = inspect.signature(model.encoder.forward).parameters
+        self._encoder_kwargs = {"skip_ego": m.skip_ego} if "skip_ego" in params else {}
+        self._views: tuple[Any, Any] | None = None
+        return model
+
+    def _encode(self, model, graph=None, perturb=None):
+        kwargs = dict(self._encoder_kwargs)
+        if perturb is not None:
+            kwargs["perturb"] = perturb
+        return model.encoder(self.graph if graph is None else graph, **kwargs)
+
+    # -- training -------------------------------------------------------------------------------------------------
+    def on_epoch_start(self, model, epoch: int, generator: torch.Generator) -> None:
+        aug = self.augmenter
+        device = next(model.parameters()).device
+        if self.graph.adj.device != device:
+            self.graph = self.graph.to(device)
+        self._views = None
+        if aug is not None and getattr(aug, "view_kind", None) == "graph":
+            with torch.no_grad():  # SGL resamples both views once per epoch
+                self._views = (self._to(aug(self.graph, generator), device), self._to(aug(self.graph, generator), device))
+
+    @staticmethod
+    def _to(graph, device):
+        return [g.to(device) for g in graph] if isinstance(graph, list) else graph.to(device)
+
+    def num_batches(self) -> int:
+        n, b = self.graph.users.numel(), self.config.train.batch_size
+        return (n + b - 1) // b
+
+    def train_batches(self, epoch: int, generator: torch.Generator):
+        users, items = self.graph.users.cpu(), self.graph.items.cpu()
+        order = torch.randperm(users.numel(), generator=generator)
+        b = self.config.train.batch_size
+        for start in range(0, order.numel(), b):
+            idx = order[start : start + b]
+            u, i = users[idx], items[idx]
+            yield u, i, self.sampler.sample(u, generator)
+
+    def training_step(self, model, batch) -> ObjectiveOutput:
+        m = self.model_cfg
+        device = next(model.parameters()).device
+        u, i, j = (t.to(device) for t in batch)
+        noise = self.augmenter if getattr(self.augmenter, "view_kind", None) == "embedding" else None
+        enc = self._encode(model, perturb=noise if m.perturb_main else None)
+        rec = model.loss(enc.users[u], enc.items[i], enc.items[j])
+        parts = {f"rec/{k}": v for k, v in rec.parts.items()}
+        total = m.loss.weight * rec.loss
+        if m.reg_weight > 0:
+            ego = enc.layers[0]
+            n_u = self.data.num_users
+            reg = (ego[u].pow(2).sum() + ego[n_u + i].pow(2).sum() + ego[n_u + j].pow(2).sum()) / (2 * u.numel())
+            parts["reg"] = m.reg_weight * reg
+            total = total + parts["reg"]
+        for name, value in enc.extra_losses.items():
+            parts[name] = value
+            total = total + value
+        if m.contrast is not None:
+            cl = self._contrast(model, enc, u, i, noise)
+            parts["contrast"] = cl
+            total = total + m.contrast.objective.weight * cl
+        return ObjectiveOutput(total, parts)
+
+    def _contrast(self, model, enc, u, i, noise) -> torch.Tensor:
+        c = self.model_cfg.contrast
+        n_u = self.data.num_users
+        uu, ii = torch.unique(u), torch.unique(i)
+        pairs: list[tuple[torch.Tensor, torch.Tensor]] = []
+        if c.views == "augment":
+            if self._views is not None:
+                v1, v2 = self._encode(model, self._views[0]), self._encode(model, self._views[1])
+            else:
+                v1, v2 = self._encode(model, perturb=noise), self._encode(model, perturb=noise)
+            pairs.append((torch.cat([v1.users, v1.items]), torch.cat([v2.users, v2.items])))
+        elif c.views == "cross_layer":
+            if c.layer >= len(enc.layers):
+                raise ConfigError(f"model.contrast.layer: {c.layer} but the encoder has {len(enc.layers) - 1} layers")
+            pairs.append((torch.cat([enc.users, enc.items]), enc.layers[c.layer]))
+        else:
+            pairs.extend((enc.views[a], enc.views[b]) for a, b in model.encoder.contrast_pairs)
+        loss = torch.zeros((), device=u.device)
+        for a, b in pairs:
+            loss = loss + model.contrast(a[uu], b[uu]).loss + model.contrast(a[n_u + ii], b[n_u + ii]).loss
+        return loss
+
+    # -- evaluation -----------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def embeddings(self, model) -> tuple[torch.Tensor, torch.Tensor]:
+        model.eval()
+        device = next(model.parameters()).device
+        if self.graph.adj.device != device:
+            self.graph = self.graph.to(device)
+        enc = self._encode(model)
+        return enc.users, enc.items
+
+    def evaluate(self, model, split: str) -> dict[str, float]:
+        d = self.data
+        target = d.valid if split == "valid" else d.test
+        if target is None or target.height == 0:
+            raise DataError(f"the {split} split is empty: nothing to evaluate")
+        seen = [d.train] + ([d.valid] if split == "test" and d.valid is not None else [])
+        import polars as pl
+
+        exclude = ItemSets.from_frame(pl.concat([f.select("user", "item") for f in seen]), d.num_users)
+        users, items = self.embeddings(model)
+        ev = self.config.evaluate
+        metrics = full_ranking(lambda batch: users[batch.to(users.device)] @ items.T,
+                               ItemSets.from_frame(target, d.num_users), exclude, ev.ks, ev.metrics, ev.chunk_size)
+        model.train()
+        return metrics
+
+    # -- outputs --------------------------------------------------------------------------------------------------
+    def log_artifacts(self, model, tracker) -> None:
+        from .geometry_plot import log_geometry
+
+        if self.config.evaluate.geometry:
+            users, items = self.embeddings(model)
+            log_geometry(users.cpu(), items.cpu(), self.graph.users.cpu(), self.graph.items.cpu(), tracker)
+
+    def export_onnx(self, model, directory: str) -> dict[str, Any]:
+        from pathlib import Path
+
+        from engine.export import export_onnx, parity_check
+
+        users, items = self.embeddings(model)
+        scorer = GraphScorer(users.cpu(), items.cpu()).eval()
+        path = Path(directory) / "model.onnx"
+        example = torch.arange(min(4, self.data.num_users))
+        export_onnx(scorer, (example,), path, ["user"], ["scores"], dynamic_batch=["user"])
+        probe = torch.randint(0, self.data.num_users, (min(257, self.data.num_users),))
+        report = parity_check(scorer, path, (probe,), ["user"])
+        return {"path": str(path), "num_users": self.data.num_users, "num_items": self.data.num_items,
+                "inputs": {"user": "int64[batch]"}, "outputs": {"scores": "float32[batch, num_items]"}, **report}
