@@ -66,8 +66,28 @@ def prepare(cfg: PipelineConfig):
     entry = registry.get("task", cfg.task, where="task")
     task = entry.cls(cfg, registry)
     task.load_data()
+    from .train import seed_everything
+
+    seed_everything(cfg.seed)  # the initial weights depend on the pipeline's seed, not on the process's RNG history
     model = task.build_model()
     return task, model
+
+
+def check_monitor(cfg: PipelineConfig, task) -> None:
+    """A ranking metric named in ``train.monitor`` must be one validation computes (else training would stop with an
+    error after its first epoch, with a tracking run already open)."""
+    from .config import METRICS
+    from .errors import ConfigError
+
+    monitor = cfg.train.monitor
+    name, _, _ = monitor.partition("@")
+    if monitor.startswith("loss") or name.lower() not in METRICS or not task.has_split("valid"):
+        return  # a loss, a task's own metric, or no validation at all
+    computed = [f"{m}@{k}" for m in cfg.evaluate.metrics for k in cfg.evaluate.ks]
+    if monitor not in computed:
+        raise ConfigError(f"train.monitor: {monitor!r} is not computed by validation (evaluate.metrics "
+                          f"{list(cfg.evaluate.metrics)}, evaluate.ks {list(cfg.evaluate.ks)}); "
+                          f"use one of: {', '.join(computed)}")
 
 
 def checkpoint_dir(cfg: PipelineConfig) -> Path:
@@ -88,6 +108,7 @@ def run_pipeline(
         torch.set_num_threads(cfg.train.num_threads)
     device = resolve_device(cfg.train.device)
     task, model = prepare(cfg)
+    check_monitor(cfg, task)
     directory = checkpoint_dir(cfg)
     trainer = Trainer(task, cfg, Tracker(), directory, device)
     state = trainer.resume_state() if resume else None

@@ -71,7 +71,7 @@ class GraphCFTask(Task):
         d = self.data
         if d.train.height == 0:
             raise DataError(f"{self.config.data.options.get('path')}: the training split is empty")
-        self.graph = build_graph(torch.as_tensor(d.train["user"].to_numpy()), torch.as_tensor(d.train["item"].to_numpy()),
+        self.graph = build_graph(torch.tensor(d.train["user"].to_numpy()), torch.tensor(d.train["item"].to_numpy()),
                                  d.num_users, d.num_items)
         self.train_sets = ItemSets.from_frame(d.train, d.num_users)
         self.sampler = NegativeSampler(self.graph.users, self.graph.items, d.num_items)
@@ -104,9 +104,30 @@ class GraphCFTask(Task):
                 raise ConfigError(f"model.contrast.views: encoder {m.encoder.name!r} produces no contrastive views; "
                                   "use 'augment' or 'cross_layer'")
         params = inspect.signature(model.encoder.forward).parameters
+        self._check_combination(model.encoder, params)
         self._encoder_kwargs = {"skip_ego": m.skip_ego} if "skip_ego" in params else {}
         self._views: tuple[Any, Any] | None = None
         return model
+
+    def _check_combination(self, encoder, params) -> None:
+        """Reject encoder / augmenter / contrast combinations that would fail (or be ignored) only once training runs."""
+        m = self.model_cfg
+        kind = getattr(self.augmenter, "view_kind", None)
+        layers = getattr(encoder, "num_layers", None)
+        if m.perturb_main and kind != "embedding":
+            raise ConfigError(f"model.perturb_main: needs an embedding augmenter (e.g. embedding_noise), "
+                              f"not {m.augmenter.name!r}")
+        noisy = m.perturb_main or (m.contrast is not None and m.contrast.views == "augment")
+        if noisy and kind == "embedding" and "perturb" not in params:
+            raise ConfigError(f"model.augmenter: encoder {m.encoder.name!r} takes no embedding perturbation, so "
+                              f"{m.augmenter.name!r} cannot make its views; use a graph augmenter (e.g. edge_dropout)")
+        per_layer = getattr(self.augmenter, "num_layers", None)
+        if per_layer is not None and layers is not None and per_layer != layers:
+            raise ConfigError(f"model.augmenter.num_layers: {per_layer} graphs per view, but the encoder has "
+                              f"{layers} layers")
+        if m.contrast is not None and m.contrast.views == "cross_layer" and layers is not None \
+                and m.contrast.layer > layers:
+            raise ConfigError(f"model.contrast.layer: {m.contrast.layer} but the encoder has {layers} layers")
 
     def _encode(self, model, graph=None, perturb=None):
         kwargs = dict(self._encoder_kwargs)
