@@ -14,7 +14,7 @@ def _load(pipeline: str, overrides, checkpoint: str | None):
     cfg = load_pipeline(pipeline, overrides)
     task, model = prepare(cfg)
     path = Path(checkpoint) if checkpoint else checkpoint_dir(cfg) / "best.pt"
-    state = load_checkpoint(path)
+    state = load_checkpoint(path, remedy="train it again with `engine run`, or name another with --checkpoint")
     try:
         model.load_state_dict(state["model"])
     except RuntimeError as exc:

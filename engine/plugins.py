@@ -68,9 +68,13 @@ def load_plugins() -> None:
     global _loaded
     if _loaded:
         return
-    _loaded = True
     if os.environ.get("ENGINE_TRACE_PLUGINS"):
         _trace()
+    _load()
+    _loaded = True  # only once everything loaded: after a PluginError the next call tries again and fails again
+
+
+def _load() -> None:
     for modname in DEFAULT_PLUGINS:
         mod = importlib.import_module(modname)
         if pm.get_plugin(modname) is None:
@@ -96,13 +100,19 @@ def load_plugins() -> None:
             ) from exc
         pm.register(mod, name=ep.name)
         _info[ep.name] = PluginInfo(ep.name, dist, ep.dist.version if ep.dist else None, builtin=False)
+    try:
+        pm.check_pending()  # a hookimpl whose name matches no hookspec (a typo) is an error, not ignored
+    except pluggy.PluginValidationError as exc:
+        raise PluginError(f"{exc}; hooks are: {', '.join(sorted(HOOK_KINDS) + ['register_commands'])}") from None
 
 
 def _version(dist: str) -> str | None:
     try:
         return importlib.metadata.version(dist)
     except importlib.metadata.PackageNotFoundError:
-        return None
+        from . import __version__
+
+        return __version__ if dist == "engine" else None
 
 
 def plugin_info(name: str) -> PluginInfo:
@@ -119,6 +129,8 @@ def get_registry() -> Registry:
             hook = getattr(pm.hook, hook_name)
             for impl in hook.get_hookimpls():
                 plugin_name = impl.plugin_name
+                if os.environ.get("ENGINE_TRACE_PLUGINS"):  # called per plugin (to record who registered what)
+                    print(f"engine: hook {hook_name} -> {plugin_name}", file=sys.stderr)
 
                 def register(cls, _kind=kind, _plugin=plugin_name):
                     registry.add(_kind, cls, _plugin)

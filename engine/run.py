@@ -121,7 +121,7 @@ def run_pipeline(
     tracker = make_tracker(cfg, resume_run_id=(state or {}).get("run_id"), enabled=track)
     trainer.tracker = tracker
     try:
-        if state is None:
+        if state is None or not state.get("run_id"):  # a new run, or resuming one that was never tracked
             _log_setup(cfg, task, tracker, device)
         tic = time.perf_counter()
         result = trainer.fit(model, state)

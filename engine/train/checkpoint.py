@@ -41,7 +41,8 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
         raise
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu",
+                    remedy: str = "delete it or run without --resume") -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found")
@@ -50,8 +51,8 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     except Exception as exc:  # truncated zip, wrong format, ...
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise CheckpointError(
-            f"{path}: corrupt or unreadable checkpoint ({reason}); delete it or run without --resume"
+            f"{path}: corrupt or unreadable checkpoint ({reason}); {remedy}"
         ) from None
     if not isinstance(state, dict) or "model" not in state:
-        raise CheckpointError(f"{path}: not an engine checkpoint (no model state); delete it or run without --resume")
+        raise CheckpointError(f"{path}: not an engine checkpoint (no model state); {remedy}")
     return state

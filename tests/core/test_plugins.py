@@ -350,3 +350,13 @@ def test_trace_plugins_prints_hook_calls(entry_points, monkeypatch, capsys):
             u()
     err = capsys.readouterr().err
     assert "engine: hook register_commands" in err
+
+
+def test_load_plugins_rejects_a_misspelled_hook(entry_points, monkeypatch):
+    typo = SimpleNamespace(register_encoder=hookimpl(lambda register: None))  # missing the final "s"
+    entry_points.eps.append(FakeEntryPoint("typo", "engine-typo", typo))
+    monkeypatch.delenv("ENGINE_LOAD_PLUGINS", raising=False)
+    with pytest.raises(PluginError) as info:
+        plugins.load_plugins()
+    assert "register_encoder" in str(info.value) and "register_encoders" in str(info.value)
+    assert plugins._loaded is False  # a failed load is not remembered as done
