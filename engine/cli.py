@@ -32,6 +32,16 @@ def user_errors(fn):
     return wrapper
 
 
+def _terminate_like_interrupt() -> None:
+    """SIGTERM (a scheduler stopping the job) ends a run like Ctrl-C: tracked as KILLED, resumable."""
+    import signal
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(version=__version__, prog_name="engine")
 def cli():
@@ -53,6 +63,7 @@ def run(pipeline, overrides, metrics_out, resume, no_track):
     from .config import load_pipeline
     from .run import run_pipeline
 
+    _terminate_like_interrupt()
     cfg = load_pipeline(pipeline, overrides)
     outcome = run_pipeline(cfg, metrics_out=metrics_out, resume=resume, track=not no_track)
     shown = ", ".join(f"{k}={v:.4f}" for k, v in outcome.test_metrics.items() if k.endswith(("@10", "@20")))

@@ -354,3 +354,39 @@ def test_plugins_list_json_subprocess(tmp_path):
     assert rows[("task", "graph_cf")]["plugin"] == "graphcl"
     assert rows[("encoder", "lightgcn")]["distribution"] == "engine-graphcl"
     assert not any(r["builtin"] for r in rows.values())
+
+
+def test_sigterm_marks_the_run_killed(tmp_path):
+    """A real `engine run` subprocess stopped with SIGTERM mid-training: exit 130, a resume hint, the run KILLED."""
+    import signal
+    import subprocess
+    import time
+
+    from mlflow.tracking import MlflowClient
+
+    ck = tmp_path / "ck"
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    pipeline = tmp_path / "p.yaml"
+    pipeline.write_text(
+        "name: term\ntask: graph_cf\nseed: 1\n"
+        f"data: {{source: synthetic_cf, path: {tmp_path / 'data'}, num_users: 400, num_items: 300, per_user: 20}}\n"
+        "model: {encoder: {name: lightgcn, embedding_dim: 16, num_layers: 2}, loss: bpr}\n"
+        f"train: {{epochs: 400, batch_size: 64, lr: 0.01, patience: null, checkpoint_dir: {ck}}}\n"
+        f"tracking: {{uri: '{uri}'}}\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "ENGINE_LOAD_PLUGINS"}
+    engine = str(pathlib.Path(sys.executable).parent / "engine")
+    proc = subprocess.Popen([engine, "run", str(pipeline)], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not (ck / "term" / "last.pt").exists() and time.time() < deadline:
+        time.sleep(0.2)
+    assert (ck / "term" / "last.pt").exists(), proc.communicate(timeout=30)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "--resume" in err
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name("term")
+    (run,) = client.search_runs([exp.experiment_id])
+    assert run.info.status == "KILLED"
