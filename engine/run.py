@@ -165,7 +165,8 @@ def _log_curves(history: list[dict[str, float]], tracker: Tracker) -> None:
 
     epochs = [h["epoch"] for h in history]
     loss_keys = sorted({k for h in history for k in h if k.startswith("loss/")})
-    metric_keys = sorted({k for h in history for k in h if k.startswith("valid/")})
+    shown = ("valid/recall@", "valid/ndcg@", "test_curve/recall@", "test_curve/ndcg@")
+    metric_keys = sorted({k for h in history for k in h if k.startswith(shown)})
     fig, axes = plt.subplots(1, 2 if metric_keys else 1, figsize=(11 if metric_keys else 6, 4), squeeze=False)
     for key in loss_keys:
         axes[0][0].plot(epochs, [h.get(key) for h in history], label=key.removeprefix("loss/"))
@@ -174,8 +175,8 @@ def _log_curves(history: list[dict[str, float]], tracker: Tracker) -> None:
     if metric_keys:
         for key in metric_keys:
             pts = [(h["epoch"], h[key]) for h in history if key in h]
-            axes[0][1].plot([p[0] for p in pts], [p[1] for p in pts], marker=".", label=key.removeprefix("valid/"))
-        axes[0][1].set(xlabel="epoch", title="validation")
+            axes[0][1].plot([p[0] for p in pts], [p[1] for p in pts], marker=".", label=key)
+        axes[0][1].set(xlabel="epoch", title="ranking metrics")
         axes[0][1].legend(fontsize=7)
     tracker.log_figure(fig, "plots/training_curves.png")
     plt.close(fig)
