@@ -23,6 +23,8 @@ KNOWN_PROVIDERS: dict[tuple[str, str], str] = {
     **{("objective", n): "engine-objectives" for n in ("infonce", "bpr")},
     **{("encoder", n): "engine-seqrec" for n in ("sasrec", "gru4rec")},
     ("task", "seqrec"): "engine-seqrec",
+    **{("augmenter", n): "engine-seqrec" for n in ("crop", "mask", "reorder", "insert", "substitute", "random")},
+    **{("data_source", n): "engine-seqrec" for n in ("s3rec_txt", "interaction_sequences")},
     ("task", "linkage"): "engine-linkage",
 }
 

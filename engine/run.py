@@ -23,7 +23,7 @@ from .config import PipelineConfig
 from .plugins import get_registry
 from .tracking import Tracker, make_tracker
 
-PACKAGES = ("engine", "engine-graphcl", "engine-objectives", "torch", "torch-geometric", "polars", "mlflow-skinny",
+PACKAGES = ("engine", "engine-graphcl", "engine-objectives", "engine-seqrec", "torch", "torch-geometric", "polars", "mlflow-skinny",
             "onnx", "onnxruntime", "onnxruntime-gpu", "numpy", "pydantic", "pluggy")
 
 

@@ -1,5 +1,5 @@
 import sys, pathlib
-for _p in ("plugins/objectives", "plugins/graphcl"):
+for _p in ("plugins/objectives", "plugins/graphcl", "plugins/seqrec"):
     _d = str(pathlib.Path(__file__).resolve().parents[1] / _p)
     if _d not in sys.path:
         sys.path.insert(0, _d)
@@ -47,4 +47,15 @@ def graphcl_plugins():
     from engine_objectives import plugin as omod
 
     with plugin(omod, name="objectives"), plugin(gmod, name="graphcl"):
+        yield
+
+
+@pytest.fixture
+def seqrec_plugins():
+    """The objectives and seqrec plugins registered in memory (as `engine plugins install` would make them)."""
+    from engine.plugins import plugin
+    from engine_objectives import plugin as omod
+    from engine_seqrec import plugin as smod
+
+    with plugin(omod, name="objectives"), plugin(smod, name="seqrec"):
         yield

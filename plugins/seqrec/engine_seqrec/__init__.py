@@ -1,0 +1,3 @@
+"""Sequential recommendation for engine: SASRec and GRU4Rec encoders, next-item losses, CL4SRec / DuoRec views."""
+
+__all__ = ["plugin"]

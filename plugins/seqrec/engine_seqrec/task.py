@@ -1,0 +1,280 @@
+"""The ``seqrec`` task: next-item prediction on item sequences, with an optional contrastive term, composed in YAML.
+
+A model is a sequence encoder (``sasrec``, ``gru4rec``), a next-item loss (``ce``, ``bce``, ``bpr``; see
+:mod:`engine_seqrec.losses`) and an optional contrastive term (any objective from the registry, ``infonce`` by
+default, weight λ) between two views of each training sequence:
+
+* ``views: augment`` — CL4SRec: two augmented views (each from an augmenter drawn per sequence from ``augmenters``).
+* ``views: dropout`` — DuoRec's unsupervised view: the same batch encoded twice, with different dropout masks.
+* ``views: supervised`` — DuoRec's supervised view: another training sequence with the same next item (dropout view
+  when there is none). The anchor is the main pass's representation.
+
+Evaluation is leave-one-out, ranking against ALL items (no sampled negatives): the history (training prefix for
+``valid``; plus the validation item for ``test``, truncated to ``max_len``) is encoded and scored against every item.
+The padding id is never a candidate; with ``mask_history`` (default, as ICLRec's and MCLRec's code) neither are the
+history's items. RecBole masks nothing but padding: set ``mask_history: false`` to compare with RecBole numbers.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import torch
+from pydantic import Field, model_validator
+
+from engine.components import ComponentConfig, ObjectiveOutput
+from engine.config import AugmenterSpec, EncoderSpec, ObjectiveSpec
+from engine.errors import ConfigError, DataError
+from engine.evaluate import ItemSets, full_ranking
+from engine.task import Task
+
+from .data import SequenceData
+from .bucketing import by_length
+from .examples import SeqBatch, TrainingExamples
+from .losses import LOSSES, sample_negatives
+from .views import SameTargetIndex, augmented_views
+
+__all__ = ["SeqRecTask", "SeqRecModelConfig", "ContrastConfig"]
+
+
+class ContrastConfig(ComponentConfig):
+    objective: ObjectiveSpec = Field(default_factory=lambda: ObjectiveSpec(name="infonce", weight=0.1),
+                                     description="the contrastive objective on [B, D] pairs; its `weight` is λ")
+    views: Literal["augment", "dropout", "supervised"] = Field(
+        "augment", description="augment: CL4SRec; dropout: DuoRec unsupervised; supervised: DuoRec same-target")
+    augmenters: list[AugmenterSpec] = Field(default_factory=list,
+                                            description="views: augment draws each view's augmenter from this list")
+
+    @model_validator(mode="after")
+    def _augment_needs_augmenters(self) -> "ContrastConfig":
+        if self.views == "augment" and not self.augmenters:
+            raise ValueError("views 'augment' needs at least one augmenter in contrast.augmenters "
+                             "(CL4SRec: crop, mask, reorder)")
+        return self
+
+
+class SeqRecModelConfig(ComponentConfig):
+    encoder: EncoderSpec = Field(default_factory=lambda: EncoderSpec(name="sasrec"))
+    max_len: int = Field(50, ge=1, description="keep the most recent max_len items of every input sequence")
+    loss: Literal["ce", "bce", "bpr"] = Field("ce", description="next-item loss (see engine_seqrec.losses)")
+    num_negatives: int = Field(1, ge=1, description="sampled negatives per position (bce, bpr)")
+    train_positions: Literal["all", "last"] = Field(
+        "all", description="train every non-padded position (SASRec, CL4SRec) or the last one only (RecBole)")
+    prefix_augmentation: bool = Field(False, description="every prefix of a training sequence is an example "
+                                                         "(RecBole, DuoRec; pair with train_positions: last)")
+    mask_history: bool = Field(True, description="evaluation: never recommend an item of the history "
+                                                 "(ICLRec/MCLRec code); RecBole does not mask")
+    contrast: ContrastConfig | None = None
+
+
+class SequenceEncoderExport(torch.nn.Module):
+    """The exported graph: ``item_seq`` ``int64 [batch, max_len]`` -> ``seq_repr`` ``float32 [batch, D]``."""
+
+    def __init__(self, encoder: torch.nn.Module) -> None:
+        super().__init__()
+        self.encoder = encoder
+
+    def forward(self, item_seq: torch.Tensor) -> torch.Tensor:
+        return self.encoder.encode(item_seq)
+
+
+class SeqRecTask(Task):
+    """Sequential recommendation (SASRec, GRU4Rec, CL4SRec, DuoRec), leave-one-out, full ranking."""
+
+    name = "seqrec"
+    ModelConfig = SeqRecModelConfig
+
+    # -- data -----------------------------------------------------------------------------------------------------
+    def load_data(self) -> None:
+        data = self.config.data.build(self.registry).load()
+        if not isinstance(data, SequenceData):
+            raise ConfigError(f"data.source: {self.config.data.name!r} gives {type(data).__name__}, but task "
+                              "'seqrec' needs item sequences (sources: s3rec_txt, interaction_sequences)")
+        self.data = data
+        self.model_cfg: SeqRecModelConfig = self.config.model
+        m = self.model_cfg
+        self.examples = TrainingExamples(data, m.prefix_augmentation)
+        if len(self.examples) == 0:
+            raise DataError(f"{self.config.data.options.get('path')}: no training example (every training prefix "
+                            "has a single item; sequences need >= 4 items to train on)")
+        if m.loss != "ce" and data.num_items < 2:
+            raise DataError(f"loss {m.loss!r} samples negatives and needs >= 2 items (got {data.num_items})")
+        self.same_target = None
+        if m.contrast is not None and m.contrast.views == "supervised":
+            self.same_target = SameTargetIndex(data)
+
+    def data_summary(self) -> dict[str, Any]:
+        return {**self.data.summary(), "num_train_examples": len(self.examples)}
+
+    # -- model ----------------------------------------------------------------------------------------------------
+    def build_model(self) -> torch.nn.Module:
+        m = self.model_cfg
+        model = torch.nn.Module()
+        model.encoder = m.encoder.build(self.registry, num_items=self.data.num_items, max_len=m.max_len)
+        for method in ("encode", "item_embeddings"):
+            if not callable(getattr(model.encoder, method, None)):
+                raise ConfigError(f"model.encoder: {m.encoder.name!r} is not a sequence encoder (it has no "
+                                  f"{method}()); use sasrec or gru4rec")
+        model.loss = LOSSES[m.loss]()
+        self.augmenters: list[Any] = []
+        if m.contrast is not None:
+            model.contrast = m.contrast.objective.build(self.registry)
+            for i, spec in enumerate(m.contrast.augmenters):
+                aug = spec.build(self.registry, num_items=self.data.num_items)
+                if getattr(aug, "view_kind", None) != "sequence":
+                    raise ConfigError(f"model.contrast.augmenters.{i}: {spec.name!r} is not a sequence augmenter "
+                                      f"(view_kind {getattr(aug, 'view_kind', None)!r})")
+                if callable(getattr(aug, "fit", None)):
+                    aug.fit(self.data.train_sequences(), self.data.num_items)
+                self.augmenters.append(aug)
+            modules = [a for a in self.augmenters if isinstance(a, torch.nn.Module)]
+            if modules:
+                model.augmenters = torch.nn.ModuleList(modules)
+        return model
+
+    # -- training -------------------------------------------------------------------------------------------------
+    def num_batches(self) -> int:
+        b = self.config.train.batch_size
+        return (len(self.examples) + b - 1) // b
+
+    def train_batches(self, epoch: int, generator: torch.Generator):
+        m, ex = self.model_cfg, self.examples
+        order = torch.randperm(len(ex), generator=generator)
+        b = self.config.train.batch_size
+        for start in range(0, order.numel(), b):
+            idx = order[start : start + b]
+            inputs, targets, lengths = ex.inputs(idx, m.max_len), ex.targets(idx, m.max_len), ex.lengths(idx, m.max_len)
+            negatives = None
+            if LOSSES[m.loss].needs_negatives:
+                negatives = sample_negatives(targets, self.data.num_items, m.num_negatives, generator)
+            yield SeqBatch(inputs, targets, lengths, negatives, self._views(idx, inputs, lengths, generator), idx)
+
+    def _views(self, idx, inputs, lengths, generator) -> tuple[torch.Tensor, ...]:
+        c = self.model_cfg.contrast
+        if c is None or c.views == "dropout":
+            return ()
+        if c.views == "augment":
+            v1, _, v2, _ = augmented_views(inputs, lengths, self.augmenters, generator)
+            return v1, v2
+        pick, found = self.same_target.sample(self.examples.ends[idx], generator)
+        partners = self.same_target.sequences(pick, self.model_cfg.max_len)
+        return (torch.where(found.unsqueeze(1), partners, inputs),)  # no partner: a dropout view of itself
+
+    def training_step(self, model, batch: SeqBatch) -> ObjectiveOutput:
+        m = self.model_cfg
+        device = next(model.parameters()).device
+        batch = batch.to(device)
+        inputs, targets, neg = batch.inputs, batch.targets, batch.negatives
+        hidden = by_length(model.encoder, inputs)  # exact, and several times cheaper than one padded pass
+        table = model.encoder.item_embeddings()
+        if m.train_positions == "last":
+            h, t = hidden[:, -1], targets[:, -1]
+            neg = None if neg is None else neg[:, -1]
+        else:
+            where = targets > 0
+            h, t = hidden[where], targets[where]
+            neg = None if neg is None else neg[where]
+        rec = model.loss(h, table, t, neg)
+        parts = {f"rec/{k}": v for k, v in rec.parts.items()}
+        total = rec.loss
+        if m.contrast is not None:
+            cl = self._contrast(model, hidden[:, -1], inputs, batch.views)
+            parts["contrast"] = cl
+            total = total + m.contrast.objective.weight * cl
+        return ObjectiveOutput(total, parts)
+
+    def _contrast(self, model, anchor, inputs, views) -> torch.Tensor:
+        c = self.model_cfg.contrast
+        encode = model.encoder.encode
+        if c.views == "augment":
+            a, p = by_length(encode, views[0]), by_length(encode, views[1])
+        elif c.views == "dropout":
+            a, p = anchor, by_length(encode, inputs)
+        else:
+            a, p = anchor, by_length(encode, views[0])
+        return model.contrast(a, p).loss
+
+    # -- evaluation -----------------------------------------------------------------------------------------------
+    def score_function(self, model, split: str):
+        """``score(users [b]) -> [b, num_items + 1]``: the users' histories encoded, times every item (column 0 is
+        the padding id). Call it under ``torch.no_grad()`` (:func:`full_ranking` does)."""
+        device = next(model.parameters()).device
+        histories = self.data.padded_history(split, self.model_cfg.max_len)
+        table = model.encoder.item_embeddings()
+
+        def score(users: torch.Tensor) -> torch.Tensor:
+            return by_length(model.encoder.encode, histories[users].to(device)) @ table.T
+
+        return score
+
+    def evaluate(self, model, split: str) -> dict[str, float]:
+        if split not in ("valid", "test"):
+            raise ValueError(f"split must be 'valid' or 'test' (got {split!r})")
+        d, ev = self.data, self.config.evaluate
+        was_training = model.training
+        model.eval()
+        users = torch.arange(d.num_users)
+        truth = ItemSets.from_pairs(users, d.target(split), d.num_users)
+        if self.model_cfg.mask_history:
+            indptr, items = d.history(split)
+            seen = torch.repeat_interleave(users, indptr[1:] - indptr[:-1])
+            exclude = ItemSets.from_pairs(torch.cat([users, seen]), torch.cat([torch.zeros_like(users), items]),
+                                          d.num_users)
+        else:
+            exclude = ItemSets.from_pairs(users, torch.zeros_like(users), d.num_users)
+        metrics = full_ranking(self.score_function(model, split), truth, exclude, ev.ks, ev.metrics, ev.chunk_size)
+        model.train(was_training)
+        return metrics
+
+    # -- outputs --------------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def log_artifacts(self, model, tracker) -> None:
+        """Geometry (Wang & Isola): alignment of each test history's representation with its target item, and
+        uniformity of the items and of the sequence representations."""
+        from engine.evaluate import alignment, uniformity
+
+        if not self.config.evaluate.geometry:
+            return
+        was_training = model.training
+        model.eval()
+        g = torch.Generator().manual_seed(0)
+        users = torch.randperm(self.data.num_users, generator=g)[:4096]
+        seqs = self.data.padded_history("test", self.model_cfg.max_len)[users]
+        device = next(model.parameters()).device
+        reprs = by_length(model.encoder.encode, seqs.to(device)).float().cpu()
+        items = model.encoder.item_embeddings().float().cpu()
+        targets = self.data.target("test")[users]
+        tracker.log_metrics({
+            "geometry/alignment": alignment(reprs, items[targets]),
+            "geometry/uniformity_items": uniformity(items[1:], generator=g),
+            "geometry/uniformity_sequences": uniformity(reprs, generator=g),
+        })
+        model.train(was_training)
+
+    def export_onnx(self, model, directory: str) -> dict[str, Any]:
+        """``sequence_encoder.onnx`` (``item_seq`` ``int64 [batch, max_len]`` left-padded -> ``seq_repr``
+        ``float32 [batch, D]``) and ``item_embeddings.npy`` (``float32 [num_items + 1, D]``, row 0 padding): the
+        scores of a batch are ``seq_repr @ item_embeddings.T``."""
+        import copy
+        from pathlib import Path
+
+        import numpy as np
+
+        from engine.export import export_onnx, parity_check
+
+        m, d = self.model_cfg, self.data
+        module = SequenceEncoderExport(copy.deepcopy(model.encoder)).cpu().eval()  # the model stays where it is
+        out = Path(directory)
+        path = out / "sequence_encoder.onnx"
+        example = d.padded_history("test", m.max_len, torch.arange(min(4, d.num_users)))
+        export_onnx(module, (example,), path, ["item_seq"], ["seq_repr"], dynamic_batch=["item_seq"])
+        table = model.encoder.item_embeddings().detach().float().cpu().numpy()
+        items_path = out / "item_embeddings.npy"
+        np.save(items_path, table)
+        g = torch.Generator().manual_seed(0)
+        probe = d.padded_history("test", m.max_len, torch.randperm(d.num_users, generator=g)[:257])
+        report = parity_check(module, path, (probe,), ["item_seq"])
+        return {"path": str(path), "item_embeddings": str(items_path), "num_items": d.num_items,
+                "max_len": m.max_len, "dim": int(table.shape[1]),
+                "inputs": {"item_seq": "int64[batch, max_len], left-padded with 0"},
+                "outputs": {"seq_repr": "float32[batch, dim]"}, **report}
