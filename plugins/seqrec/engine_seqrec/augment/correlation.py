@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ._batch import random_subset, ratio_count, real_mask
+
 
 class ItemCorrelation:
     r"""The most correlated items of each item, ItemCF-IUF style, as in the offline similarity model of
@@ -125,9 +127,27 @@ class ItemCorrelation:
 
 
 class CorrelationFitted:
-    """Mixin for augmenters that look items up in an :class:`ItemCorrelation` fitted by :meth:`fit`."""
+    """Base of the augmenters that change a ``rate`` of each sequence's items using an :class:`ItemCorrelation`
+    fitted by :meth:`fit` (CoSeRec's insert and substitute)."""
 
     correlation: ItemCorrelation
+
+    def __init__(self, rate: float, window: int | None = 1) -> None:
+        if not 0.0 < rate <= 1.0:
+            raise ValueError(f"rate must lie in (0, 1], got {rate}")
+        self.rate = rate
+        self.correlation = ItemCorrelation(window=window)
+
+    def choose(self, seqs: Tensor, lengths: Tensor, generator: torch.Generator | None):
+        """``(n, real, m, chosen)``: lengths, the real-item mask, ``max(1, floor(rate * n))`` per non-empty row, and
+        a uniform subset of that many real positions per row."""
+        n = lengths.long()
+        real = real_mask(n, seqs.size(1))
+        m = torch.where(n > 0, ratio_count(n, self.rate).clamp(min=1), 0)
+        return n, real, m, random_subset(real, m, generator)
+
+    def __repr__(self) -> str:
+        return f"{self.__class__.__name__}(rate={self.rate}, window={self.correlation.window})"
 
     def fit(self, train_sequences: list[Tensor], num_items: int) -> None:
         """Fit the item correlation on the training sequences; called once by the task before augmenting."""

@@ -10,8 +10,8 @@ from torch import Tensor
 
 from engine.components import Component, ComponentConfig
 
-from ._batch import check_batch, random_subset, ratio_count, real_mask
-from .correlation import CorrelationFitted, ItemCorrelation
+from ._batch import check_batch
+from .correlation import CorrelationFitted
 
 
 class Insert(CorrelationFitted, Component):
@@ -44,10 +44,7 @@ class Insert(CorrelationFitted, Component):
         )
 
     def __init__(self, rate: float = 0.4, window: int | None = 1):
-        if not 0.0 < rate <= 1.0:
-            raise ValueError(f"rate must lie in (0, 1], got {rate}")
-        self.rate = rate
-        self.correlation = ItemCorrelation(window=window)
+        super().__init__(rate, window)
 
     def __call__(
         self, seqs: Tensor, lengths: Tensor, generator: torch.Generator | None = None
@@ -55,10 +52,7 @@ class Insert(CorrelationFitted, Component):
         """``seqs`` ``[B, L]`` with correlated items inserted, truncated on the left to ``L``, and new lengths."""
         check_batch(seqs, lengths)
         B, L = seqs.shape
-        n = lengths.long()
-        real = real_mask(n, L)
-        m = torch.where(n > 0, ratio_count(n, self.rate).clamp(min=1), 0)
-        chosen = random_subset(real, m, generator)
+        n, real, m, chosen = self.choose(seqs, lengths, generator)
         similar = self.most_similar(seqs)
         # slots taken after column c (right-aligned): items to its right, each with its insertion
         width = real.long() + chosen.long()
@@ -71,6 +65,3 @@ class Insert(CorrelationFitted, Component):
         buf.scatter_(1, insert_col, similar)
         buf[:, 0] = 0
         return buf[:, L + 1 :].contiguous(), (n + m).clamp(max=L)
-
-    def __repr__(self) -> str:
-        return f"{self.__class__.__name__}(rate={self.rate}, window={self.correlation.window})"

@@ -10,8 +10,8 @@ from torch import Tensor
 
 from engine.components import Component, ComponentConfig
 
-from ._batch import check_batch, random_subset, ratio_count, real_mask
-from .correlation import CorrelationFitted, ItemCorrelation
+from ._batch import check_batch
+from .correlation import CorrelationFitted
 
 
 class Substitute(CorrelationFitted, Component):
@@ -43,21 +43,12 @@ class Substitute(CorrelationFitted, Component):
         )
 
     def __init__(self, rate: float = 0.1, window: int | None = 1):
-        if not 0.0 < rate <= 1.0:
-            raise ValueError(f"rate must lie in (0, 1], got {rate}")
-        self.rate = rate
-        self.correlation = ItemCorrelation(window=window)
+        super().__init__(rate, window)
 
     def __call__(
         self, seqs: Tensor, lengths: Tensor, generator: torch.Generator | None = None
     ) -> tuple[Tensor, Tensor]:
         """A copy of ``seqs`` ``[B, L]`` with ``max(1, floor(rate * n))`` items per row substituted."""
         check_batch(seqs, lengths)
-        n = lengths.long()
-        real = real_mask(n, seqs.size(1))
-        m = torch.where(n > 0, ratio_count(n, self.rate).clamp(min=1), 0)
-        chosen = random_subset(real, m, generator)
+        _, _, _, chosen = self.choose(seqs, lengths, generator)
         return torch.where(chosen, self.most_similar(seqs), seqs), lengths.clone()
-
-    def __repr__(self) -> str:
-        return f"{self.__class__.__name__}(rate={self.rate}, window={self.correlation.window})"
