@@ -283,10 +283,7 @@ def load_pipeline(
 def _resolve(node: Any, where: str, registry: Registry) -> None:
     """Validate every :class:`ComponentSpec` under ``node`` against its registry ``Config`` (recursively)."""
     if isinstance(node, ComponentSpec):
-        options = node.options
-        if isinstance(node, ObjectiveSpec):
-            options.pop("weight", None)
-        node._config = registry.validate(node.kind, node.name, options, where)
+        node._config = registry.validate(node.kind, node.name, node.options, where)  # `weight` is a field, not an option
         _resolve(node._config, where, registry)
     elif isinstance(node, BaseModel):
         for field in type(node).model_fields:

@@ -73,14 +73,8 @@ class GraphCFTask(Task):
             raise DataError(f"{self.config.data.options.get('path')}: the training split is empty")
         self.graph = build_graph(torch.tensor(d.train["user"].to_numpy()), torch.tensor(d.train["item"].to_numpy()),
                                  d.num_users, d.num_items)
-        self.train_sets = ItemSets.from_frame(d.train, d.num_users)
         self.sampler = NegativeSampler(self.graph.users, self.graph.items, d.num_items)
         self.model_cfg: GraphCFModelConfig = self.config.model
-        m = self.model_cfg
-        if m.contrast is not None and m.contrast.views == "augment" and m.augmenter is None:
-            raise ConfigError("model.contrast.views: 'augment' needs model.augmenter (e.g. edge_dropout)")
-        if m.perturb_main and m.augmenter is None:
-            raise ConfigError("model.perturb_main: needs an embedding augmenter at model.augmenter")
 
     def data_summary(self) -> dict[str, Any]:
         return self.data.summary()
@@ -114,9 +108,11 @@ class GraphCFTask(Task):
         m = self.model_cfg
         kind = getattr(self.augmenter, "view_kind", None)
         layers = getattr(encoder, "num_layers", None)
+        if m.contrast is not None and m.contrast.views == "augment" and m.augmenter is None:
+            raise ConfigError("model.contrast.views: 'augment' needs model.augmenter (e.g. edge_dropout)")
         if m.perturb_main and kind != "embedding":
-            raise ConfigError(f"model.perturb_main: needs an embedding augmenter (e.g. embedding_noise), "
-                              f"not {m.augmenter.name!r}")
+            got = f"not {m.augmenter.name!r}" if m.augmenter is not None else "at model.augmenter"
+            raise ConfigError(f"model.perturb_main: needs an embedding augmenter (e.g. embedding_noise), {got}")
         noisy = m.perturb_main or (m.contrast is not None and m.contrast.views == "augment")
         if noisy and kind == "embedding" and "perturb" not in params:
             raise ConfigError(f"model.augmenter: encoder {m.encoder.name!r} takes no embedding perturbation, so "
