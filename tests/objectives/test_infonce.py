@@ -115,6 +115,7 @@ def test_infonce_config():
         "normalize": True,
         "symmetric": True,
         "learnable_temperature": False,
+        "intra_view_negatives": False,
     }
 
 
@@ -134,3 +135,42 @@ def test_infonce_config():
 def test_infonce_bad_input(anchor, positive, match):
     with pytest.raises(ValueError, match=match):
         InfoNCE()(anchor, positive)
+
+
+def reference_nt_xent(anchor, positive, tau, normalize):
+    """SimCLR's NT-Xent in float64, one row at a time: the other view is the positive, every other row a negative."""
+    z = torch.cat([anchor, positive]).double()
+    if normalize:
+        z = z / z.norm(dim=1, keepdim=True)
+    n, b = z.shape[0], anchor.shape[0]
+    total = 0.0
+    for r in range(n):
+        partner = (r + b) % n
+        denominator = sum(torch.exp(z[r] @ z[k] / tau) for k in range(n) if k != r)
+        total = total - torch.log(torch.exp(z[r] @ z[partner] / tau) / denominator)
+    return total / n
+
+
+@pytest.mark.parametrize("batch_size,tau,normalize", list(itertools.product([1, 2, 7], [0.1, 1.0], [True, False])))
+def test_nt_xent_matches_reference(batch_size, tau, normalize):
+    anchor, positive = torch.randn(batch_size, 6) / 2, torch.randn(batch_size, 6) / 2
+    expected = reference_nt_xent(anchor, positive, tau, normalize)
+    loss_fn = InfoNCE(temperature=tau, normalize=normalize, intra_view_negatives=True)
+    assert torch.allclose(loss_fn(anchor.double(), positive.double()).loss, expected, rtol=1e-10, atol=1e-12)
+    a, p = anchor.double().requires_grad_(), positive.double().requires_grad_()
+    assert torch.autograd.gradcheck(lambda x, y: loss_fn(x, y).loss, (a, p))
+
+
+def test_nt_xent_hand_computed():
+    # B = 1, dot product, tau 1: rows a = (1, 0), p = (0, 1); each row's only other row is its positive -> loss 0
+    out = InfoNCE(temperature=1.0, normalize=False, intra_view_negatives=True)(
+        torch.tensor([[1.0, 0.0]]), torch.tensor([[0.0, 1.0]]))
+    assert out.loss.item() == pytest.approx(0.0, abs=1e-7)
+    # B = 2, a = [(1,0), (0,1)], p = [(1,0), (0,0)], tau 1, dot: z = a1, a2, p1, p2
+    # row a1: others a2 (0), p1 (1), p2 (0): -log(e / (e + 2)) = log(1 + 2/e) = 0.5514447
+    # row a2: others a1 (0), p1 (0), p2 (0); positive p2: -log(1/3) = 1.0986123
+    # row p1: others a1 (1), a2 (0), p2 (0); positive a1: 0.5514447
+    # row p2: all 0; positive a2: 1.0986123             mean = 0.8250285
+    out = InfoNCE(temperature=1.0, normalize=False, intra_view_negatives=True)(
+        torch.tensor([[1.0, 0.0], [0.0, 1.0]]), torch.tensor([[1.0, 0.0], [0.0, 0.0]]))
+    assert out.loss.item() == pytest.approx(0.8250285, abs=1e-6)

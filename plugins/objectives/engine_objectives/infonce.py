@@ -47,6 +47,14 @@ class InfoNCE(nn.Module, Component):
     computed as a cross-entropy over the logits :math:`s / \tau` (stable for any scale). With ``symmetric`` the
     loss is averaged with the same term from ``positive`` to ``anchor`` (CLIP's loss).
 
+    With ``intra_view_negatives`` it is SimCLR's NT-Xent over the :math:`2B` rows :math:`z = [a; p]`: each row's
+    positive is its other view, and its negatives are the other :math:`2B - 2` rows of *both* views (what CL4SRec,
+    DuoRec and MCLRec compute). It is symmetric by construction, so ``symmetric`` changes nothing then:
+
+    .. math::
+        \mathcal{L} = \frac{1}{2B} \sum_{r=1}^{2B}
+        -\log \frac{\exp(\langle z_r, z_{r^+} \rangle / \tau)}{\sum_{k \ne r} \exp(\langle z_r, z_k \rangle / \tau)}
+
     Related: :class:`~engine_objectives.BPR` (one sampled negative, no temperature).
     References: van den Oord et al., `Representation Learning with Contrastive Predictive Coding
     <https://arxiv.org/abs/1807.03748>`_ (2018); Chen et al., `A Simple Framework for Contrastive Learning of
@@ -58,6 +66,7 @@ class InfoNCE(nn.Module, Component):
         normalize (bool, optional): L2-normalise rows first (cosine similarity). (default: :obj:`True`)
         symmetric (bool, optional): average both directions. (default: :obj:`False`)
         learnable_temperature (bool, optional): learn :math:`\log \tau` as a parameter. (default: :obj:`False`)
+        intra_view_negatives (bool, optional): NT-Xent over both views' :math:`2B` rows. (default: :obj:`False`)
 
     Shapes:
         - **input:** anchor :math:`(B, D)`, positive :math:`(B, D)`, finite floats
@@ -74,6 +83,8 @@ class InfoNCE(nn.Module, Component):
         normalize: bool = Field(True, description="L2-normalise embeddings first: cosine similarity")
         symmetric: bool = Field(False, description="average anchor->positive and positive->anchor losses")
         learnable_temperature: bool = Field(False, description="learn log(tau) as a parameter")
+        intra_view_negatives: bool = Field(False, description="SimCLR NT-Xent: the other 2B-2 rows of both views "
+                                                              "are negatives (CL4SRec, DuoRec, MCLRec)")
 
     def __init__(
         self,
@@ -81,6 +92,7 @@ class InfoNCE(nn.Module, Component):
         normalize: bool = True,
         symmetric: bool = False,
         learnable_temperature: bool = False,
+        intra_view_negatives: bool = False,
     ) -> None:
         super().__init__()
         config = self.Config(
@@ -88,7 +100,9 @@ class InfoNCE(nn.Module, Component):
             normalize=normalize,
             symmetric=symmetric,
             learnable_temperature=learnable_temperature,
+            intra_view_negatives=intra_view_negatives,
         )
+        self.intra_view_negatives = config.intra_view_negatives
         self.normalize = config.normalize
         self.symmetric = config.symmetric
         self.learnable_temperature = config.learnable_temperature
@@ -110,6 +124,7 @@ class InfoNCE(nn.Module, Component):
             "normalize": self.normalize,
             "symmetric": self.symmetric,
             "learnable_temperature": self.learnable_temperature,
+            "intra_view_negatives": self.intra_view_negatives,
         }
 
     def get_logits(self, anchor: Tensor, positive: Tensor) -> Tensor:
@@ -127,11 +142,22 @@ class InfoNCE(nn.Module, Component):
 
     def forward(self, anchor: Tensor, positive: Tensor) -> ObjectiveOutput:
         check_pair(anchor, positive, "InfoNCE")
+        if self.intra_view_negatives:
+            return self._nt_xent(anchor, positive)
         logits = self.get_logits(anchor, positive)
         labels = self.get_ground_truth(anchor.shape[0], anchor.device)
         loss = F.cross_entropy(logits, labels)
         if self.symmetric:
             loss = (loss + F.cross_entropy(logits.T, labels)) / 2
+        return ObjectiveOutput(loss=loss, parts={"infonce": loss})
+
+    def _nt_xent(self, anchor: Tensor, positive: Tensor) -> ObjectiveOutput:
+        b = anchor.shape[0]
+        z = torch.cat([anchor, positive])
+        logits = self.get_logits(z, z)
+        logits = logits.masked_fill(torch.eye(2 * b, dtype=torch.bool, device=z.device), float("-inf"))
+        labels = torch.cat([torch.arange(b, 2 * b), torch.arange(b)]).to(z.device)
+        loss = F.cross_entropy(logits, labels)
         return ObjectiveOutput(loss=loss, parts={"infonce": loss})
 
     def extra_repr(self) -> str:
