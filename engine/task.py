@@ -6,7 +6,7 @@ family. A family plugin registers its task class with the ``register_tasks`` hoo
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, ClassVar, Iterable
+from typing import TYPE_CHECKING, Any, ClassVar, Iterable, Iterator
 
 from .components import Component, ComponentConfig, ObjectiveOutput
 
@@ -65,6 +65,21 @@ class Task(Component):
     def training_step(self, model: "torch.nn.Module", batch: Any) -> ObjectiveOutput:
         """The loss of one batch and its named parts (each part is logged per epoch)."""
         raise NotImplementedError
+
+    def parameter_groups(self, model: "torch.nn.Module") -> dict[str, dict[str, Any]]:
+        """The parameters of each optimiser: ``{group: {"params": [...], "lr": ..., "weight_decay": ...}}``, where
+        ``lr`` and ``weight_decay`` are optional (``train.*`` by default).
+
+        One optimiser, ``"model"``, over every trainable parameter unless a task alternates updates of different
+        parameters (MCLRec's meta-optimisation of its augmenters). A parameter belongs to one group at most.
+        """
+        return {"model": {"params": [p for p in model.parameters() if p.requires_grad]}}
+
+    def training_steps(self, model: "torch.nn.Module", batch: Any) -> Iterator[tuple[str, ObjectiveOutput]]:
+        """The updates of one batch, in order: each ``(group, output)`` is back-propagated and steps the optimiser
+        of ``group`` (see :meth:`parameter_groups`) before the generator resumes, so a later loss is computed with
+        the updated weights. By default, one update of ``"model"`` with :meth:`training_step`."""
+        yield "model", self.training_step(model, batch)
 
     # -- evaluation -----------------------------------------------------------------------------------------------
     def evaluate(self, model: "torch.nn.Module", split: str) -> dict[str, float]:

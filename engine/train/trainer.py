@@ -5,7 +5,7 @@ resumed run continues exactly as an uninterrupted one), CPU or CUDA, bf16 autoca
 after every epoch (``last.pt``) and of the best validation state (``best.pt``), resume from ``last.pt``, early
 stopping on a validation metric, and a progress bar.
 
-Data-parallel readiness: the loop only touches the model through ``task.training_step`` and the optimizer, logs and
+Data-parallel readiness: the loop only touches the model through ``task.training_steps`` and the optimisers, logs and
 checkpoints only on rank 0 (:func:`is_main_process`), and draws batches from a generator that a distributed sampler
 can shard, so wrapping the model in ``DistributedDataParallel`` does not change this file's shape.
 """
@@ -92,13 +92,24 @@ class Trainer:
     def best_path(self) -> Path:
         return self.directory / "best.pt"
 
-    def _optimizer(self, model: torch.nn.Module) -> torch.optim.Optimizer:
+    def _optimizers(self, model: torch.nn.Module) -> dict[str, torch.optim.Optimizer]:
+        """One optimiser (``train.optimizer``) per parameter group of the task."""
         t = self.train_cfg
-        params = [p for p in model.parameters() if p.requires_grad]
-        if t.optimizer == "sgd":
-            return torch.optim.SGD(params, lr=t.lr, weight_decay=t.weight_decay)
-        cls = torch.optim.AdamW if t.optimizer == "adamw" else torch.optim.Adam
-        return cls(params, lr=t.lr, weight_decay=t.weight_decay)
+        cls = {"sgd": torch.optim.SGD, "adamw": torch.optim.AdamW}.get(t.optimizer, torch.optim.Adam)
+        optimizers, owner = {}, {}
+        for name, group in self.task.parameter_groups(model).items():
+            params = list(group["params"])
+            for p in params:
+                if id(p) in owner:
+                    raise EngineError(f"task {self.task.name!r}: a parameter is in both groups {owner[id(p)]!r} "
+                                      f"and {name!r}")
+                owner[id(p)] = name
+            if params:
+                optimizers[name] = cls(params, lr=group.get("lr", t.lr),
+                                       weight_decay=group.get("weight_decay", t.weight_decay))
+        if not optimizers:
+            raise EngineError(f"task {self.task.name!r}: the model has no trainable parameter")
+        return optimizers
 
     def _higher_is_better(self) -> bool:
         return not self.train_cfg.monitor.startswith("loss")
@@ -118,14 +129,18 @@ class Trainer:
     def fit(self, model: torch.nn.Module, state: dict[str, Any] | None = None) -> TrainResult:
         t = self.train_cfg
         model.to(self.device)
-        optimizer = self._optimizer(model)
+        optimizers = self._optimizers(model)
         start_epoch, best_value, best_epoch, bad = 1, None, 0, 0
         best_metrics: dict[str, float] = {}
         history: list[dict[str, float]] = []
         if state is not None:
             try:
                 model.load_state_dict(state["model"])
-                optimizer.load_state_dict(state["optimizer"])
+                saved = state.get("optimizers") or {"model": state["optimizer"]}
+                if saved.keys() != optimizers.keys():
+                    raise KeyError(f"optimisers {sorted(saved)} in the checkpoint, {sorted(optimizers)} here")
+                for name, optimizer in optimizers.items():
+                    optimizer.load_state_dict(saved[name])
             except (RuntimeError, KeyError, ValueError) as exc:
                 raise CheckpointError(f"{self.last_path}: does not fit this model ({str(exc).splitlines()[0]})") from None
             _set_rng_state(state["rng"])
@@ -146,6 +161,7 @@ class Trainer:
             tic = time.perf_counter()
             self.task.on_epoch_start(model, epoch, generator)
             sums: dict[str, float] = {}
+            counts: dict[str, int] = {}
             n = 0
             batches = self.task.train_batches(epoch, generator)
             if self.progress:
@@ -153,26 +169,11 @@ class Trainer:
 
                 batches = tqdm(batches, total=self.task.num_batches(), desc=f"epoch {epoch}/{t.epochs}", leave=False)
             for batch in batches:
-                with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=use_amp):
-                    out = self.task.training_step(model, batch)
-                loss = out.loss
-                if not torch.isfinite(loss):
-                    raise EngineError(
-                        f"epoch {epoch}: the loss became {loss.item()} (parts: "
-                        f"{ {k: float(v) for k, v in out.parts.items()} }); lower train.lr or check the data"
-                    )
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if t.grad_clip:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
-                optimizer.step()
+                self._update(model, batch, optimizers, use_amp, epoch, sums, counts)
                 n += 1
-                sums["total"] = sums.get("total", 0.0) + float(loss.detach())
-                for name, value in out.parts.items():
-                    sums[name] = sums.get(name, 0.0) + float(value.detach())
             if n == 0:
                 raise EngineError("the training split produced no batches: check the data and train.batch_size")
-            row: dict[str, float] = {f"loss/{k}": v / n for k, v in sums.items()}
+            row: dict[str, float] = {f"loss/{k}": v / counts[k] for k, v in sums.items()}
             row["time/epoch_s"] = time.perf_counter() - tic
 
             if validate and epoch % t.eval_every == 0:
@@ -204,7 +205,7 @@ class Trainer:
                 save_checkpoint(
                     {
                         "model": model.state_dict(),
-                        "optimizer": optimizer.state_dict(),
+                        "optimizers": {name: o.state_dict() for name, o in optimizers.items()},
                         "epoch": epoch,
                         "rng": _rng_state(),
                         "best_value": best_value,
@@ -223,6 +224,37 @@ class Trainer:
         if not self.best_path.exists():  # no evaluation happened within the budget: keep the last weights
             self._save_best(model, epoch, {})
         return TrainResult(best_epoch, best_metrics, epoch, stopped, history)
+
+    def _update(self, model, batch, optimizers, use_amp, epoch, sums, counts) -> None:
+        """The task's updates of one batch, each stepping its group's optimiser; losses summed into ``sums``
+        (``total`` and the parts for the ``model`` group, ``<group>/...`` for the others)."""
+        steps = self.task.training_steps(model, batch)
+        while True:
+            with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=use_amp):
+                group, out = next(steps, (None, None))
+            if group is None:
+                return
+            if group not in optimizers:
+                raise EngineError(f"task {self.task.name!r}: update of unknown parameter group {group!r} "
+                                  f"(groups: {', '.join(optimizers)})")
+            loss = out.loss
+            if not torch.isfinite(loss):
+                raise EngineError(
+                    f"epoch {epoch}: the loss became {loss.item()} (parts: "
+                    f"{ {k: float(v) for k, v in out.parts.items()} }); lower train.lr or check the data"
+                )
+            model.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer = optimizers[group]
+            if self.train_cfg.grad_clip:
+                params = [p for g in optimizer.param_groups for p in g["params"]]
+                torch.nn.utils.clip_grad_norm_(params, self.train_cfg.grad_clip)
+            optimizer.step()
+            prefix = "" if group == "model" else f"{group}/"
+            for name, value in {"total": loss, **out.parts}.items():
+                key = prefix + name
+                sums[key] = sums.get(key, 0.0) + float(value.detach())
+                counts[key] = counts.get(key, 0) + 1
 
     def _save_best(self, model: torch.nn.Module, epoch: int, metrics: dict[str, float]) -> None:
         if is_main_process():

@@ -158,8 +158,8 @@ def all_augmenters():
 
 def test_registry_attributes():
     names = [cls.name for cls in AUGMENTERS]
-    assert names == ["crop", "mask", "reorder", "insert", "substitute", "random"]
-    assert all(cls.view_kind == "sequence" for cls in AUGMENTERS)
+    assert names == ["crop", "mask", "reorder", "insert", "substitute", "random", "learned_mlp"]
+    assert [cls.view_kind for cls in AUGMENTERS] == ["sequence"] * 6 + ["representation"]
 
 
 @pytest.mark.parametrize("index", range(6))

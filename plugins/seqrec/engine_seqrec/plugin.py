@@ -17,7 +17,7 @@ def register_encoders(register):
 
 @hookimpl
 def register_augmenters(register):
-    for cls in AUGMENTERS:  # crop, mask, reorder, insert, substitute, random
+    for cls in AUGMENTERS:  # crop, mask, reorder, insert, substitute, random, learned_mlp
         register(cls)
 
 

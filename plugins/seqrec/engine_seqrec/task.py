@@ -8,6 +8,10 @@ default, weight λ) between two views of each training sequence:
 * ``views: dropout`` — DuoRec's unsupervised view: the same batch encoded twice, with different dropout masks.
 * ``views: supervised`` — DuoRec's supervised view: another training sequence with the same next item (dropout view
   when there is none). The anchor is the main pass's representation.
+* ``views: augment`` with ``learned:`` — MCLRec: two learnable augmenters map the two augmented views'
+  representations to two more views (see :mod:`engine_seqrec.mclrec`); with ``learned.meta`` each batch makes three
+  updates, as MCLRec's meta-optimisation: the encoder (augmenters fixed), the augmenters alone on the learned-view
+  loss (encoder fixed), the encoder again.
 
 Evaluation is leave-one-out, ranking against ALL items (no sampled negatives): the history (training prefix for
 ``valid``; plus the validation item for ``test``, truncated to ``max_len``) is encoded and scored against every item.
@@ -17,7 +21,7 @@ history's items. RecBole masks nothing but padding: set ``mask_history: false`` 
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Iterator, Literal
 
 import torch
 from pydantic import Field, model_validator
@@ -32,9 +36,25 @@ from .data import SequenceData
 from .bucketing import by_length
 from .examples import SeqBatch, TrainingExamples
 from .losses import LOSSES, sample_negatives
+from .mclrec import learned_view_loss
 from .views import SameTargetIndex, augmented_views
 
-__all__ = ["SeqRecTask", "SeqRecModelConfig", "ContrastConfig"]
+__all__ = ["SeqRecTask", "SeqRecModelConfig", "ContrastConfig", "LearnedViewsConfig"]
+
+
+class LearnedViewsConfig(ComponentConfig):
+    """MCLRec's learned views: ``model.contrast.learned``."""
+
+    augmenter: AugmenterSpec = Field(default_factory=lambda: AugmenterSpec(name="learned_mlp"),
+                                     description="a representation augmenter; two are built, one per view")
+    objective: ObjectiveSpec = Field(
+        default_factory=lambda: ObjectiveSpec(name="infonce", temperature=1.0, normalize=False,
+                                              intra_view_negatives=True, weight=0.1),
+        description="the objective of the learned-view loss; its `weight` is beta")
+    margin_weight: float = Field(0.1, ge=0, description="weight mu of MCLRec's contrastive regulariser")
+    meta: bool = Field(True, description="three updates per batch (encoder, augmenters, encoder) as MCLRec; "
+                                         "false: one joint update of everything")
+    lr: float | None = Field(None, gt=0, description="learning rate of the augmenters (default: train.lr)")
 
 
 class ContrastConfig(ComponentConfig):
@@ -44,12 +64,16 @@ class ContrastConfig(ComponentConfig):
         "augment", description="augment: CL4SRec; dropout: DuoRec unsupervised; supervised: DuoRec same-target")
     augmenters: list[AugmenterSpec] = Field(default_factory=list,
                                             description="views: augment draws each view's augmenter from this list")
+    learned: LearnedViewsConfig | None = Field(None, description="MCLRec's learned views (needs views: augment)")
 
     @model_validator(mode="after")
     def _augment_needs_augmenters(self) -> "ContrastConfig":
         if self.views == "augment" and not self.augmenters:
             raise ValueError("views 'augment' needs at least one augmenter in contrast.augmenters "
                              "(CL4SRec: crop, mask, reorder)")
+        if self.learned is not None and self.views != "augment":
+            raise ValueError(f"learned views (MCLRec) act on the two augmented views: set views: augment "
+                             f"(got {self.views!r})")
         return self
 
 
@@ -79,7 +103,7 @@ class SequenceEncoderExport(torch.nn.Module):
 
 
 class SeqRecTask(Task):
-    """Sequential recommendation (SASRec, GRU4Rec, CL4SRec, DuoRec), leave-one-out, full ranking."""
+    """Sequential recommendation (SASRec, GRU4Rec, CL4SRec, DuoRec, MCLRec), leave-one-out, full ranking."""
 
     name = "seqrec"
     ModelConfig = SeqRecModelConfig
@@ -130,7 +154,39 @@ class SeqRecTask(Task):
             modules = [a for a in self.augmenters if isinstance(a, torch.nn.Module)]
             if modules:
                 model.augmenters = torch.nn.ModuleList(modules)
+            learned = m.contrast.learned
+            if learned is not None:
+                dim = model.encoder.embedding_dim
+                views = [learned.augmenter.build(self.registry, dim=dim) for _ in range(2)]
+                for view in views:
+                    if getattr(view, "view_kind", None) != "representation" or not isinstance(view, torch.nn.Module):
+                        raise ConfigError(f"model.contrast.learned.augmenter: {learned.augmenter.name!r} is not a "
+                                          "learnable representation augmenter (use learned_mlp)")
+                model.learned_views = torch.nn.ModuleList(views)
+                model.learned_contrast = learned.objective.build(self.registry)
         return model
+
+    def parameter_groups(self, model) -> dict[str, dict[str, Any]]:
+        """MCLRec's meta-optimisation: the learned augmenters have their own optimiser; everything else is
+        ``model``."""
+        learned = self.model_cfg.contrast.learned if self.model_cfg.contrast else None
+        if learned is None or not learned.meta:
+            return super().parameter_groups(model)
+        own = {id(p) for p in model.learned_views.parameters()}
+        rest = [p for p in model.parameters() if p.requires_grad and id(p) not in own]
+        group = {"params": list(model.learned_views.parameters())}
+        if learned.lr is not None:
+            group["lr"] = learned.lr
+        return {"model": {"params": rest}, "augmenter": group}
+
+    def training_steps(self, model, batch) -> Iterator[tuple[str, ObjectiveOutput]]:
+        learned = self.model_cfg.contrast.learned if self.model_cfg.contrast else None
+        if learned is None or not learned.meta:
+            yield "model", self.training_step(model, batch)
+            return
+        yield "model", self.training_step(model, batch)
+        yield "augmenter", self._augmenter_step(model, batch)
+        yield "model", self.training_step(model, batch)
 
     # -- training -------------------------------------------------------------------------------------------------
     def num_batches(self) -> int:
@@ -178,21 +234,35 @@ class SeqRecTask(Task):
         parts = {f"rec/{k}": v for k, v in rec.parts.items()}
         total = rec.loss
         if m.contrast is not None:
-            cl = self._contrast(model, hidden[:, -1], inputs, batch.views)
+            a, p = self._view_pair(model, hidden[:, -1], inputs, batch.views)
+            cl = model.contrast(a, p).loss
             parts["contrast"] = cl
             total = total + m.contrast.objective.weight * cl
+            learned = m.contrast.learned
+            if learned is not None:
+                mcl = learned_view_loss(model.learned_contrast, a, p, *model.learned_views, learned.margin_weight)
+                parts["learned_views"] = mcl
+                total = total + learned.objective.weight * mcl
         return ObjectiveOutput(total, parts)
 
-    def _contrast(self, model, anchor, inputs, views) -> torch.Tensor:
+    def _augmenter_step(self, model, batch: SeqBatch) -> ObjectiveOutput:
+        """MCLRec's second update: the learned-view loss alone, for the augmenters (the encoder is not stepped)."""
+        device = next(model.parameters()).device
+        views = tuple(v.to(device) for v in batch.views)
+        with torch.no_grad():  # the augmenters' gradient does not need the encoder's graph
+            h1, h2 = by_length(model.encoder.encode, views[0]), by_length(model.encoder.encode, views[1])
+        learned = self.model_cfg.contrast.learned
+        loss = learned_view_loss(model.learned_contrast, h1, h2, *model.learned_views, learned.margin_weight)
+        return ObjectiveOutput(loss, {"learned_views": loss})
+
+    def _view_pair(self, model, anchor, inputs, views) -> tuple[torch.Tensor, torch.Tensor]:
         c = self.model_cfg.contrast
         encode = model.encoder.encode
         if c.views == "augment":
-            a, p = by_length(encode, views[0]), by_length(encode, views[1])
-        elif c.views == "dropout":
-            a, p = anchor, by_length(encode, inputs)
-        else:
-            a, p = anchor, by_length(encode, views[0])
-        return model.contrast(a, p).loss
+            return by_length(encode, views[0]), by_length(encode, views[1])
+        if c.views == "dropout":
+            return anchor, by_length(encode, inputs)
+        return anchor, by_length(encode, views[0])
 
     # -- evaluation -----------------------------------------------------------------------------------------------
     def score_function(self, model, split: str):

@@ -1,0 +1,92 @@
+"""MCLRec's pieces against plain references: the learnable augmenter, the contrastive regulariser, the
+learned-view loss."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from pydantic import ValidationError
+
+from engine_objectives import InfoNCE
+from engine_seqrec.augment import LearnedMLP
+from engine_seqrec.mclrec import learned_view_loss, margin_regularizer
+
+
+def reference_margin(a, b):
+    """Row by row in float64: relu(pos - hardest negative) averaged over rows, plus relu(max(pos, hardest) - neg)
+    averaged over every (row, negative)."""
+    z = torch.cat([a, b]).double()
+    n = a.shape[0]
+    first, second, count = 0.0, 0.0, 0
+    for r in range(2 * n):
+        partner = (r + n) % (2 * n)
+        pos = float(z[r] @ z[partner])
+        negs = [float(z[r] @ z[k]) for k in range(2 * n) if k not in (r, partner)]
+        hardest = max(negs)
+        first += max(0.0, pos - hardest)
+        for neg in negs:
+            second += max(0.0, max(pos, hardest) - neg)
+            count += 1
+    return first / (2 * n) + second / count
+
+
+@pytest.mark.parametrize("batch_size", [2, 3, 9])
+def test_margin_regularizer_matches_reference(batch_size):
+    a, b = torch.randn(batch_size, 5), torch.randn(batch_size, 5)
+    got = margin_regularizer(a.double(), b.double())
+    assert got.item() == pytest.approx(reference_margin(a, b), rel=1e-10, abs=1e-12)
+
+
+def test_margin_regularizer_by_hand():
+    # a = [(1, 0), (0, 0)], b = [(2, 0), (0, 1)]: rows z = a1, a2, b1, b2 with dot products
+    # a1: pos a1.b1 = 2, negatives a2 (0), b2 (0): hardest 0 -> relu(2 - 0) = 2; relu(2 - 0) twice = 4
+    # a2: pos a2.b2 = 0, negatives 0, 0: 0; upper 0 -> 0
+    # b1: pos 2, negatives b1.a2 = 0, b1.b2 = 0 -> 2; 4
+    # b2: pos 0, negatives b2.a1 = 0, b2.b1 = 0 -> 0; 0
+    # R = (2 + 2) / 4 + (4 + 4) / 8 = 2
+    a = torch.tensor([[1.0, 0.0], [0.0, 0.0]])
+    b = torch.tensor([[2.0, 0.0], [0.0, 1.0]])
+    assert margin_regularizer(a, b).item() == pytest.approx(2.0)
+    assert margin_regularizer(a[:1], b[:1]).item() == 0.0  # no negative with one row
+
+
+def test_learned_view_loss_with_identity_augmenters():
+    """With identity augmenters the three pairs are (h1, h2), (h2, h1), (h1, h2): NT-Xent is symmetric, so the loss
+    is three times one term (plus three regularisers)."""
+    h1, h2 = torch.randn(6, 4), torch.randn(6, 4)
+    objective = InfoNCE(temperature=1.0, normalize=False, intra_view_negatives=True)
+    identity = torch.nn.Identity()
+    one = objective(h1, h2).loss
+    assert learned_view_loss(objective, h1, h2, identity, identity, 0.0).item() == pytest.approx(3 * one.item(),
+                                                                                                  rel=1e-6)
+    with_reg = learned_view_loss(objective, h1, h2, identity, identity, 0.5)
+    assert with_reg.item() == pytest.approx(3 * one.item() + 0.5 * 3 * margin_regularizer(h1, h2).item(), rel=1e-6)
+
+
+def test_learned_view_loss_uses_the_other_views_augmenter():
+    h1, h2 = torch.randn(5, 3), torch.randn(5, 3)
+    objective = InfoNCE(temperature=0.5, normalize=False)
+    g1, g2 = LearnedMLP(3), LearnedMLP(3)
+    expected = objective(h1, g2(h2)).loss + objective(h2, g1(h1)).loss + objective(g1(h1), g2(h2)).loss
+    assert torch.allclose(learned_view_loss(objective, h1, h2, g1, g2, 0.0), expected)
+
+
+def test_learned_mlp_layers_and_shapes():
+    mlp = LearnedMLP(8, hidden_dim=16, num_layers=3, activation="gelu", dropout=0.1)
+    linears = [m for m in mlp.modules() if isinstance(m, torch.nn.Linear)]
+    assert [(m.in_features, m.out_features) for m in linears] == [(8, 16), (16, 16), (16, 8)]
+    assert mlp(torch.randn(4, 8)).shape == (4, 8)
+    single = LearnedMLP(4, num_layers=1)
+    assert len(single.mlp) == 1 and isinstance(single.mlp[0], torch.nn.Linear)
+    assert LearnedMLP.view_kind == "representation" and LearnedMLP.name == "learned_mlp"
+
+
+def test_learned_mlp_bad_input():
+    with pytest.raises(ValueError, match=r"expected representations \[B, 8\], got \[4, 6\]"):
+        LearnedMLP(8)(torch.randn(4, 6))
+    with pytest.raises(ValidationError):
+        LearnedMLP(8, num_layers=0)
+    with pytest.raises(ValidationError):
+        LearnedMLP(8, activation="swish")
+    with pytest.raises(ValueError, match="dim must be >= 1"):
+        LearnedMLP(0)
