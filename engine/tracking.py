@@ -10,8 +10,9 @@ from __future__ import annotations
 import os
 import re
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 _BAD = re.compile(r"[^A-Za-z0-9_\-. /:]")
 
@@ -64,6 +65,26 @@ def default_tracking_uri(root: str | Path = ".") -> str:
     return f"sqlite:///{path}"
 
 
+@contextmanager
+def _store_lock(uri: str) -> Iterator[None]:
+    """An exclusive lock beside a local sqlite store (``mlflow.db.lock``), held while a process opens the store and
+    its run: MLflow creates the schema on first use, and two processes doing it at once fail half-way."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not on POSIX
+        yield
+        return
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    with open(Path(uri[len("sqlite:///") :] + ".lock"), "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 class MlflowTracker(Tracker):
     """Logs to MLflow; ``start()`` opens a run (or reopens ``resume_run_id``)."""
 
@@ -79,21 +100,22 @@ class MlflowTracker(Tracker):
         uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri()
         if uri.startswith("sqlite:///"):
             Path(uri[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
-        self.client = MlflowClient(tracking_uri=uri)
         self.uri = uri
-        exp = self.client.get_experiment_by_name(experiment)
-        if exp is None:
-            artifacts = None
-            if uri.startswith("sqlite:///"):
-                artifacts = (Path(uri[len("sqlite:///") :]).parent / "artifacts").resolve().as_uri()
-            exp_id = self.client.create_experiment(experiment, artifact_location=artifacts)
-        else:
-            exp_id = exp.experiment_id
-        if resume_run_id:
-            run = self.client.get_run(resume_run_id)
-            self.client.update_run(resume_run_id, status="RUNNING")
-        else:
-            run = self.client.create_run(exp_id, run_name=run_name)
+        with _store_lock(uri):  # two runs started at once would both create the schema, or the experiment
+            self.client = MlflowClient(tracking_uri=uri)
+            exp = self.client.get_experiment_by_name(experiment)
+            if exp is None:
+                artifacts = None
+                if uri.startswith("sqlite:///"):
+                    artifacts = (Path(uri[len("sqlite:///") :]).parent / "artifacts").resolve().as_uri()
+                exp_id = self.client.create_experiment(experiment, artifact_location=artifacts)
+            else:
+                exp_id = exp.experiment_id
+            if resume_run_id:
+                run = self.client.get_run(resume_run_id)
+                self.client.update_run(resume_run_id, status="RUNNING")
+            else:
+                run = self.client.create_run(exp_id, run_name=run_name)
         self.run_id = run.info.run_id
         self.artifact_uri = run.info.artifact_uri
         self.experiment_id = exp_id

@@ -197,3 +197,24 @@ def test_make_tracker_opens_a_run_named_after_the_pipeline(store):
     run = MlflowClient(tracking_uri=store.uri).get_run(tracker.run_id)
     assert run.info.run_name == "pipe"
     assert MlflowClient(tracking_uri=store.uri).get_experiment(run.info.experiment_id).name == "pipe"
+
+
+def _open_run(uri: str, name: str) -> str:
+    return MlflowTracker(uri, "race", name).run_id
+
+
+def test_runs_started_at_once_on_a_fresh_store_all_open(tmp_path):
+    """Three processes open the same fresh sqlite store at once: one creates the schema and the experiment under the
+    lock, and every one gets its run (without the lock, MLflow's schema migration fails in the others)."""
+    import multiprocessing
+
+    uri = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
+    (tmp_path / "mlruns").mkdir()
+    with multiprocessing.get_context("spawn").Pool(3) as pool:
+        run_ids = pool.starmap(_open_run, [(uri, f"r{i}") for i in range(3)])
+    assert len(set(run_ids)) == 3
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    experiment = client.get_experiment_by_name("race")
+    assert len(client.search_runs([experiment.experiment_id])) == 3
