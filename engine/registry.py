@@ -20,10 +20,18 @@ KNOWN_PROVIDERS: dict[tuple[str, str], str] = {
         for n in ("edge_dropout", "node_dropout", "random_walk", "embedding_noise", "adaptive_mask")
     },
     ("task", "graph_cf"): "engine-graphcl",
-    **{("objective", n): "engine-objectives" for n in ("infonce", "bpr")},
+    **{
+        ("objective", n): "engine-objectives"
+        for n in ("infonce", "bpr", "tiled_infonce", "siglip", "dcl", "supcon", "cwcl", "align_uniform",
+                  "hard_negative_infonce", "debiased_infonce", "mochi", "queue_infonce", "auc", "symile", "gram",
+                  "weighted_sum")
+    },
     **{("encoder", n): "engine-seqrec" for n in ("sasrec", "gru4rec")},
     ("task", "seqrec"): "engine-seqrec",
-    **{("augmenter", n): "engine-seqrec" for n in ("crop", "mask", "reorder", "insert", "substitute", "random")},
+    **{
+        ("augmenter", n): "engine-seqrec"
+        for n in ("crop", "mask", "reorder", "insert", "substitute", "random", "learned_mlp")
+    },
     **{("data_source", n): "engine-seqrec" for n in ("s3rec_txt", "interaction_sequences")},
     ("task", "linkage"): "engine-linkage",
 }

@@ -2,14 +2,55 @@ import pytest
 
 from engine.errors import ConfigError, UnknownComponentError
 from engine.plugins import get_registry
+import engine_objectives
 from engine_objectives import BPR, InfoNCE
 from engine_objectives import plugin as objectives_module
 
+#: Every objective of the catalogue, by registered name (issue #5).
+NAMES = {
+    "infonce": engine_objectives.InfoNCE,
+    "bpr": engine_objectives.BPR,
+    "tiled_infonce": engine_objectives.TiledInfoNCE,
+    "siglip": engine_objectives.SigLIP,
+    "dcl": engine_objectives.DCL,
+    "supcon": engine_objectives.SupCon,
+    "cwcl": engine_objectives.CWCL,
+    "align_uniform": engine_objectives.AlignUniform,
+    "hard_negative_infonce": engine_objectives.HardNegativeInfoNCE,
+    "debiased_infonce": engine_objectives.DebiasedInfoNCE,
+    "mochi": engine_objectives.MoCHi,
+    "queue_infonce": engine_objectives.QueueInfoNCE,
+    "auc": engine_objectives.AUCLoss,
+    "symile": engine_objectives.Symile,
+    "gram": engine_objectives.GRAM,
+    "weighted_sum": engine_objectives.WeightedSum,
+}
 
-def test_register_objectives_registers_both():
+
+def test_register_objectives_registers_every_objective():
     registered = []
     objectives_module.register_objectives(register=registered.append)
-    assert registered == [InfoNCE, BPR]
+    assert registered[:2] == [InfoNCE, BPR]
+    assert {cls.name: cls for cls in registered} == NAMES and len(registered) == len(NAMES)
+    assert all(cls.__name__ in engine_objectives.__all__ for cls in registered)
+
+
+def test_every_name_is_in_the_registry(objectives_plugin):
+    registry = get_registry()
+    for name, cls in NAMES.items():
+        entry = registry.get("objective", name)
+        assert entry.cls is cls and entry.plugin == "objectives" and entry.summary
+        assert registry.validate("objective", name, {} if name != "weighted_sum" else {"terms": ["bpr"]}, "o")
+    assert set(NAMES) <= set(registry.names("objective"))
+
+
+def test_every_objective_builds_with_defaults(objectives_plugin):
+    registry = get_registry()
+    for name in NAMES:
+        options = {"terms": ["infonce"]} if name == "weighted_sum" else {}
+        loss_fn = registry.build("objective", name, registry.validate("objective", name, options, "o"))
+        assert isinstance(loss_fn, NAMES[name]) and isinstance(loss_fn.get_config_dict(), dict)
+        assert NAMES[name].__doc__ and "Reference" in NAMES[name].__doc__ and "Shapes" in NAMES[name].__doc__
 
 
 def test_registry_entries(objectives_plugin):

@@ -12,26 +12,10 @@ from torch import Tensor, nn
 
 from engine.components import Component, ComponentConfig, ObjectiveOutput
 
+from .checks import check_pair
+from .projection import ProjectionHead
 
-def check_pair(anchor: Tensor, positive: Tensor, where: str) -> None:
-    """Raise :class:`ValueError` unless ``anchor`` and ``positive`` are finite, non-empty float ``[B, D]`` tensors."""
-    for label, x in (("anchor", anchor), ("positive", positive)):
-        if not isinstance(x, Tensor) or x.dim() != 2 or not x.is_floating_point():
-            got = f"shape {list(x.shape)}, {x.dtype}" if isinstance(x, Tensor) else type(x).__name__
-            raise ValueError(f"{where}: {label} must be a float tensor [B, D], got {got}")
-    if anchor.shape != positive.shape:
-        raise ValueError(
-            f"{where}: anchor {list(anchor.shape)} and positive {list(positive.shape)} must have the same "
-            "[B, D]: row i of positive is the positive of row i of anchor"
-        )
-    if anchor.shape[0] == 0:
-        raise ValueError(f"{where}: empty batch (shape {list(anchor.shape)})")
-    for label, x in (("anchor", anchor), ("positive", positive)):
-        if not torch.isfinite(x).all():
-            raise ValueError(
-                f"{where}: {label} {list(x.shape)} has NaN or inf values; check the encoder's output "
-                "(a learning rate too high, or a division by a zero norm upstream)"
-            )
+__all__ = ["InfoNCE", "check_pair"]
 
 
 class InfoNCE(nn.Module, Component):
@@ -67,6 +51,12 @@ class InfoNCE(nn.Module, Component):
         symmetric (bool, optional): average both directions. (default: :obj:`False`)
         learnable_temperature (bool, optional): learn :math:`\log \tau` as a parameter. (default: :obj:`False`)
         intra_view_negatives (bool, optional): NT-Xent over both views' :math:`2B` rows. (default: :obj:`False`)
+        projection_dim (int, optional): when set, both inputs first go through one shared
+            :class:`~engine_objectives.projection.ProjectionHead` (Linear, ReLU, Linear) of this output size, as in
+            SimCLR; its parameters train with the model. (default: :obj:`None`: no head)
+        projection_hidden_dim (int, optional): hidden size of the head. (default: :obj:`projection_dim`)
+        projection_input_dim (int, optional): the embeddings' size :math:`D`; when :obj:`None` the head's first
+            layer is lazy and takes it from the first batch. (default: :obj:`None`)
 
     Shapes:
         - **input:** anchor :math:`(B, D)`, positive :math:`(B, D)`, finite floats
@@ -85,6 +75,12 @@ class InfoNCE(nn.Module, Component):
         learnable_temperature: bool = Field(False, description="learn log(tau) as a parameter")
         intra_view_negatives: bool = Field(False, description="SimCLR NT-Xent: the other 2B-2 rows of both views "
                                                               "are negatives (CL4SRec, DuoRec, MCLRec)")
+        projection_dim: int | None = Field(None, ge=1, description="SimCLR projection head (Linear-ReLU-Linear) "
+                                                                   "of this output size on both inputs; none if null")
+        projection_hidden_dim: int | None = Field(None, ge=1, description="hidden size of the projection head "
+                                                                          "(default: projection_dim)")
+        projection_input_dim: int | None = Field(None, ge=1, description="embedding size D for the head "
+                                                                         "(default: inferred from the first batch)")
 
     def __init__(
         self,
@@ -93,6 +89,9 @@ class InfoNCE(nn.Module, Component):
         symmetric: bool = False,
         learnable_temperature: bool = False,
         intra_view_negatives: bool = False,
+        projection_dim: int | None = None,
+        projection_hidden_dim: int | None = None,
+        projection_input_dim: int | None = None,
     ) -> None:
         super().__init__()
         config = self.Config(
@@ -101,6 +100,15 @@ class InfoNCE(nn.Module, Component):
             symmetric=symmetric,
             learnable_temperature=learnable_temperature,
             intra_view_negatives=intra_view_negatives,
+            projection_dim=projection_dim,
+            projection_hidden_dim=projection_hidden_dim,
+            projection_input_dim=projection_input_dim,
+        )
+        if config.projection_dim is None and (projection_hidden_dim is not None or projection_input_dim is not None):
+            raise ValueError("InfoNCE: projection_hidden_dim and projection_input_dim need projection_dim")
+        self.projection = (
+            None if config.projection_dim is None
+            else ProjectionHead(config.projection_dim, config.projection_hidden_dim, config.projection_input_dim)
         )
         self.intra_view_negatives = config.intra_view_negatives
         self.normalize = config.normalize
@@ -119,13 +127,21 @@ class InfoNCE(nn.Module, Component):
 
     def get_config_dict(self) -> dict[str, Any]:
         """The options as a flat dict, for tracking (the temperature is the current one)."""
-        return {
+        config = {
             "temperature": self.temperature,
             "normalize": self.normalize,
             "symmetric": self.symmetric,
             "learnable_temperature": self.learnable_temperature,
             "intra_view_negatives": self.intra_view_negatives,
         }
+        if self.projection is not None:  # only when set, so runs without a head log what they always logged
+            config.update(projection_dim=self.projection.output_dim, projection_hidden_dim=self.projection.hidden_dim,
+                          projection_input_dim=self.projection.input_dim)
+        return config
+
+    def project(self, x: Tensor) -> Tensor:
+        """The projection head applied to ``x`` (the identity without ``projection_dim``)."""
+        return x if self.projection is None else self.projection(x)
 
     def get_logits(self, anchor: Tensor, positive: Tensor) -> Tensor:
         """Logits :math:`s_{ij} / \\tau`, shape :math:`(B, B)`; row ``i`` scores ``anchor[i]`` against all positives."""
@@ -142,6 +158,7 @@ class InfoNCE(nn.Module, Component):
 
     def forward(self, anchor: Tensor, positive: Tensor) -> ObjectiveOutput:
         check_pair(anchor, positive, "InfoNCE")
+        anchor, positive = self.project(anchor), self.project(positive)
         if self.intra_view_negatives:
             return self._nt_xent(anchor, positive)
         logits = self.get_logits(anchor, positive)
@@ -161,4 +178,4 @@ class InfoNCE(nn.Module, Component):
         return ObjectiveOutput(loss=loss, parts={"infonce": loss})
 
     def extra_repr(self) -> str:
-        return ", ".join(f"{k}={v}" for k, v in self.get_config_dict().items())
+        return ", ".join(f"{k}={v}" for k, v in self.get_config_dict().items() if not k.startswith("projection"))
