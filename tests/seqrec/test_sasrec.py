@@ -183,3 +183,30 @@ def test_by_length_groups_give_the_padded_pass(encoder):
     assert torch.allclose(g1, g2, atol=1e-10)
     short = seqs[:2]  # one group narrower than the batch
     assert torch.allclose(by_length(model, short), model(short), atol=1e-12)
+
+
+@pytest.mark.parametrize("num_layers", [1, 2, 3])
+def test_encode_computes_the_last_position_alone_with_the_same_values(num_layers):
+    """encode() runs the last block for the last query only: it equals forward()[:, -1], with padding, in eval mode
+    and in training mode under the same dropout draws."""
+    torch.manual_seed(0)
+    model = SASRec(num_items=30, max_len=8, hidden_dim=12, num_layers=num_layers, num_heads=3, inner_dim=20,
+                   dropout=0.0, attn_dropout=0.0)
+    seqs = torch.tensor([[0, 0, 0, 4, 5, 6, 7, 8], [1, 2, 3, 4, 5, 6, 7, 9], [0, 0, 0, 0, 0, 0, 0, 3],
+                         [0, 0, 0, 0, 0, 0, 0, 0]])
+    model.eval()
+    with torch.no_grad():
+        full = model(seqs)[:, -1]
+        assert torch.allclose(model.encode(seqs), full, atol=1e-6)
+        rows = [0, 2, 3]  # the ones with at most 5 items: narrower padding, same output
+        assert torch.allclose(model.encode(seqs[rows, 3:]), full[rows], atol=1e-6)
+    assert model.encode(seqs).abs()[3].max() == 0  # an empty sequence stays zero
+    model.train()
+    loss = model.encode(seqs).pow(2).sum()
+    loss.backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad()
+    model(seqs)[:, -1].pow(2).sum().backward()
+    for name, p in model.named_parameters():
+        if name in grads:
+            assert torch.allclose(grads[name], p.grad, atol=1e-5), name

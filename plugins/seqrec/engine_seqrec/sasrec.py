@@ -96,6 +96,14 @@ class SASRec(nn.Module, Component):
     def forward(self, seqs: Tensor) -> Tensor:
         """Hidden states of every position: ``seqs`` ``LongTensor [B, L]`` (left-padded, ``L <= max_len``) ->
         ``[B, L, D]``, zero on padded positions."""
+        return self._hidden(seqs, last_only=False)
+
+    def encode(self, seqs: Tensor) -> Tensor:
+        """The representation of each sequence: the hidden state of its last (most recent) position, ``[B, D]``.
+        Equal to ``forward(seqs)[:, -1]``; the last block computes that position alone."""
+        return self._hidden(seqs, last_only=True)[:, -1]
+
+    def _hidden(self, seqs: Tensor, last_only: bool) -> Tensor:
         B, L = seqs.shape
         if L > self.max_len:
             raise ValueError(f"sequences of width {L} exceed max_len {self.max_len}; keep the most recent items")
@@ -105,13 +113,12 @@ class SASRec(nn.Module, Component):
         h = self.item_embedding(seqs) + self.position_embedding(positions).unsqueeze(0)
         h = self.dropout(self.norm(h)) * keep
         mask = causal_padding_mask(real)
-        for block in self.blocks:
+        last = len(self.blocks) - 1
+        for i, block in enumerate(self.blocks):
+            if last_only and i == last:
+                return block(h, mask, last_only=True) * keep[:, -1:]
             h = block(h, mask) * keep
         return h
-
-    def encode(self, seqs: Tensor) -> Tensor:
-        """The representation of each sequence: the hidden state of its last (most recent) position, ``[B, D]``."""
-        return self.forward(seqs)[:, -1]
 
     def item_embeddings(self) -> Tensor:
         """Rows ``0..num_items`` of the item table, ``[num_items + 1, D]`` (row 0 is padding), used for scoring."""

@@ -62,14 +62,24 @@ class TransformerBlock(nn.Module):
         self.norm2 = nn.LayerNorm(hidden_dim, eps=layer_norm_eps)
         self.dropout = nn.Dropout(dropout)
 
-    def attention(self, h: Tensor, mask: Tensor) -> Tensor:
+    def attention(self, h: Tensor, mask: Tensor, last_only: bool = False) -> Tensor:
         B, L, D = h.shape
-        q, k, v = self.qkv(h).view(B, L, 3, self.num_heads, D // self.num_heads).permute(2, 0, 3, 1, 4)
+        heads = self.num_heads
+        if last_only:  # queries of the last position only; keys and values of every position
+            w, b = self.qkv.weight, self.qkv.bias
+            q = F.linear(h[:, -1:], w[:D], b[:D]).view(B, 1, heads, D // heads).transpose(1, 2)
+            k, v = F.linear(h, w[D:], b[D:]).view(B, L, 2, heads, D // heads).permute(2, 0, 3, 1, 4)
+            mask = mask[:, :, -1:]
+        else:
+            q, k, v = self.qkv(h).view(B, L, 3, heads, D // heads).permute(2, 0, 3, 1, 4)
         p = self.attn_dropout if self.training else 0.0
         a = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
-        return self.out(a.transpose(1, 2).reshape(B, L, D))
+        return self.out(a.transpose(1, 2).reshape(B, q.shape[2], D))
 
-    def forward(self, h: Tensor, mask: Tensor) -> Tensor:
-        """``h`` ``[B, L, D]``, ``mask`` ``[B, 1, L, L]`` boolean (see :func:`causal_padding_mask`) -> ``[B, L, D]``."""
-        h = self.norm1(h + self.dropout(self.attention(h, mask)))
-        return self.norm2(h + self.dropout(self.ff2(F.gelu(self.ff1(h)))))
+    def forward(self, h: Tensor, mask: Tensor, last_only: bool = False) -> Tensor:
+        """``h`` ``[B, L, D]``, ``mask`` ``[B, 1, L, L]`` boolean (see :func:`causal_padding_mask`) -> ``[B, L, D]``;
+        with ``last_only``, the output of the last position only, ``[B, 1, D]`` (the same values, for a fraction of
+        the work: the sequence's representation needs nothing else from the last block)."""
+        x = h[:, -1:] if last_only else h
+        x = self.norm1(x + self.dropout(self.attention(h, mask, last_only)))
+        return self.norm2(x + self.dropout(self.ff2(F.gelu(self.ff1(x)))))
