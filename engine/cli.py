@@ -104,6 +104,55 @@ def export(pipeline, overrides, checkpoint, output):
     click.echo(json.dumps(report, indent=2, sort_keys=True))
 
 
+@cli.command()
+@click.option("--model", "model", required=True, metavar="MODEL",
+              help="A directory written by `engine export`, an MLflow run id, or a runs:/<run_id>/<path> URI.")
+@click.option("--input", "input_path", required=True, type=click.Path(dir_okay=False),
+              help="A .parquet or .csv file with a `user` column (one row = one user to score).")
+@click.option("--output", "output", required=True, type=click.Path(file_okay=False),
+              help="Directory for the parquet parts (user, item, score, rank) and the job manifest.")
+@click.option("--top-k", "top_k", type=click.IntRange(min=1), default=20, show_default=True,
+              help="Items per user (seen items excluded).")
+@click.option("--chunk-size", type=click.IntRange(min=1), default=100_000, show_default=True,
+              help="Input rows per part file (the unit of work and of resumption; bounds memory).")
+@click.option("--include-seen", is_flag=True, help="Do not exclude the items each user has already seen.")
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="onnxruntime threads (default: all cores).")
+@click.option("--tracking-uri", default=None, help="MLflow tracking URI for run ids (default: ./mlruns/mlflow.db).")
+@user_errors
+def score(model, input_path, output, top_k, chunk_size, include_seen, threads, tracking_uri):
+    """Score every user of INPUT with an exported model: top-k items into parquet parts.
+
+    Resumable: run the same command again after a crash or a kill and it finishes the parts that are missing, so
+    every input row is scored exactly once."""
+    from .commands import score_file
+
+    _terminate_like_interrupt()
+    try:
+        report = score_file(model, input_path, output, top_k, chunk_size, exclude_seen=not include_seen,
+                            tracking_uri=tracking_uri, threads=threads, echo=lambda m: click.echo(m, err=True))
+    except KeyboardInterrupt:
+        click.echo("Interrupted. Finished parts are kept: rerun the same command to finish the job.", err=True)
+        sys.exit(130)
+    click.echo(json.dumps(report, indent=2, sort_keys=True))
+
+
+@cli.command()
+@click.option("--model", "model", required=True, metavar="MODEL",
+              help="A directory written by `engine export`, an MLflow run id, or a runs:/<run_id>/<path> URI.")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind (0.0.0.0: every interface).")
+@click.option("--port", type=click.IntRange(min=0, max=65535), default=8000, show_default=True,
+              help="Port to listen on (0: any free port).")
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="onnxruntime threads (default: all cores).")
+@click.option("--tracking-uri", default=None, help="MLflow tracking URI for run ids (default: ./mlruns/mlflow.db).")
+@user_errors
+def serve(model, host, port, threads, tracking_uri):
+    """Serve recommendations over HTTP: GET /health, POST /recommend {"user": id, "k": 10} (or {"sequence": [...]}
+    for sequential models)."""
+    from .commands import serve_model
+
+    serve_model(model, host, port, tracking_uri=tracking_uri, threads=threads, echo=lambda m: click.echo(m, err=True))
+
+
 @cli.group()
 def plugins():
     """List, install and uninstall plugins."""

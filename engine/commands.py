@@ -34,7 +34,97 @@ def evaluate_checkpoint(pipeline: str, overrides, checkpoint: str | None, split:
 
 
 def export_checkpoint(pipeline: str, overrides, checkpoint: str | None, output: str) -> dict[str, Any]:
-    _, task, model = _load(pipeline, overrides, checkpoint)
+    cfg, task, model = _load(pipeline, overrides, checkpoint)
     report = task.export_onnx(model, output)
     write_json_atomic(Path(output) / "export.json", report)
-    return report
+    logged = log_export(cfg, Path(checkpoint) if checkpoint else checkpoint_dir(cfg) / "best.pt", output)
+    return {**report, **({"mlflow_model": logged} if logged else {})}
+
+
+# -- serving (engine score / engine serve) ------------------------------------------------------------------------
+
+
+def log_export(cfg, checkpoint: Path, output: str) -> str | None:
+    """Log the export directory ``output`` to the MLflow run that trained ``checkpoint`` (artifact path ``onnx``), so
+    ``engine score --model RUN_ID`` finds it. Returns ``runs:/<run_id>/onnx``, or None when the pipeline is not
+    tracked or the checkpoint names no run (trained with ``--no-track``). A failure to log warns: the export stands."""
+    import sys
+
+    if not cfg.tracking.enabled:
+        return None
+    run_id = None
+    for path in (checkpoint, checkpoint.with_name("last.pt")):  # best.pt does not record the run; last.pt does
+        if path.is_file():
+            try:
+                import torch
+
+                run_id = torch.load(path, map_location="cpu", weights_only=False).get("run_id")
+            except Exception:  # noqa: BLE001 - unreadable: no run to log to
+                run_id = None
+        if run_id:
+            break
+    if not run_id:
+        return None
+    try:
+        import os
+
+        os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+        from mlflow.tracking import MlflowClient
+
+        from .tracking import default_tracking_uri
+
+        uri = cfg.tracking.uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri()
+        MlflowClient(tracking_uri=uri).log_artifacts(run_id, str(output), "onnx")
+    except Exception as exc:  # noqa: BLE001
+        print(f"engine: warning: could not log the export to MLflow run {run_id} ({str(exc).splitlines()[0]})",
+              file=sys.stderr)
+        return None
+    return f"runs:/{run_id}/onnx"
+
+
+def _serving():
+    """Import :mod:`engine_serving` (the ``serving/`` package of this distribution) with a remedy if it is absent."""
+    try:
+        import engine_serving
+    except ModuleNotFoundError as exc:  # pragma: no cover - installed with engine
+        from .errors import EngineError
+
+        raise EngineError(f"serving is not installed ({exc}); reinstall engine: pip install -e .") from None
+    return engine_serving
+
+
+def score_file(model: str, input_path: str, output: str, top_k: int, chunk_size: int, exclude_seen: bool = True,
+               tracking_uri: str | None = None, threads: int | None = None, progress: bool = True,
+               echo=print) -> dict[str, Any]:
+    """Body of ``engine score``: a resumable batch scoring job (see :mod:`engine_serving.job`)."""
+    serving = _serving()
+    loaded = serving.load_model(model, tracking_uri=tracking_uri, threads=threads)
+    echo(f"engine score: {loaded.family} model {loaded.directory}, onnxruntime provider {loaded.provider}")
+    summary = serving.run_job(loaded, input_path, output, top_k=top_k, chunk_size=chunk_size,
+                              exclude_seen=exclude_seen, progress=progress)
+    return {"rows": summary.rows, "parts": summary.parts, "parts_written": summary.parts_written,
+            "parts_skipped": summary.parts_skipped, "output_rows": summary.output_rows,
+            "seconds": round(summary.seconds, 3), "rows_per_second": round(summary.rows_per_second, 1),
+            "provider": summary.provider, "output": str(output)}
+
+
+def serve_model(model: str, host: str, port: int, tracking_uri: str | None = None, threads: int | None = None,
+                echo=print) -> None:
+    """Body of ``engine serve``: the HTTP server of :mod:`engine_serving.server`, until Ctrl-C."""
+    serving = _serving()
+    loaded = serving.load_model(model, tracking_uri=tracking_uri, threads=threads)
+    try:
+        server = serving.make_server(loaded, host, port)
+    except OSError as exc:
+        from .errors import EngineError
+
+        raise EngineError(f"cannot listen on {host}:{port} ({exc.strerror or exc})") from None
+    bound_host, bound_port = server.server_address[:2]
+    echo(f"engine serve: {loaded.family} model {loaded.directory}, onnxruntime provider {loaded.provider}; "
+         f"listening on http://{bound_host}:{bound_port} (GET /health, POST /recommend)")
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()

@@ -251,5 +251,33 @@ class GraphCFTask(Task):
         export_onnx(scorer, (example,), path, ["user"], ["scores"], dynamic_batch=["user"])
         probe = torch.randint(0, self.data.num_users, (min(257, self.data.num_users),))
         report = parity_check(scorer, path, (probe,), ["user"])
+        d = self.data
+        serving = write_serving_files(Path(directory), "graph", d.user_ids, d.num_users, d.item_ids, d.num_items,
+                                      d.train["user"].to_numpy(), d.train["item"].to_numpy())
         return {"path": str(path), "num_users": self.data.num_users, "num_items": self.data.num_items,
-                "inputs": {"user": "int64[batch]"}, "outputs": {"scores": "float32[batch, num_items]"}, **report}
+                "inputs": {"user": "int64[batch]"}, "outputs": {"scores": "float32[batch, num_items]"}, **report,
+                "serving": serving}
+
+
+def write_serving_files(directory, family: str, user_ids, num_users: int, item_ids, num_items: int,
+                        seen_users, seen_items, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What batch scoring and the HTTP server need beside the ONNX graph (read by ``engine_serving``):
+
+    * ``users.parquet``: column ``user``, the original id of internal user ``i`` at row ``i``;
+    * ``items.parquet``: column ``item``, the original id of score column ``j`` at row ``j``;
+    * ``seen_indptr.npy`` / ``seen_items.npy``: CSR of the score columns each user has seen (never recommended).
+    """
+    import numpy as np
+    import polars as pl
+
+    users = pl.Series("user", np.arange(num_users)) if user_ids is None else pl.Series("user", user_ids)
+    items = pl.Series("item", np.arange(num_items)) if item_ids is None else pl.Series("item", item_ids)
+    pl.DataFrame([users]).write_parquet(directory / "users.parquet")
+    pl.DataFrame([items]).write_parquet(directory / "items.parquet")
+    seen_users, seen_items = np.asarray(seen_users, dtype=np.int64), np.asarray(seen_items, dtype=np.int64)
+    order = np.lexsort((seen_items, seen_users))
+    indptr = np.concatenate([[0], np.cumsum(np.bincount(seen_users, minlength=num_users))]).astype(np.int64)
+    np.save(directory / "seen_indptr.npy", indptr)
+    np.save(directory / "seen_items.npy", seen_items[order])
+    return {"family": family, "users": "users.parquet", "items": "items.parquet", "seen_indptr": "seen_indptr.npy",
+            "seen_items": "seen_items.npy", **(extra or {})}

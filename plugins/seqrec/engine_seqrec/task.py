@@ -344,7 +344,32 @@ class SeqRecTask(Task):
         g = torch.Generator().manual_seed(0)
         probe = d.padded_history("test", m.max_len, torch.randperm(d.num_users, generator=g)[:257])
         report = parity_check(module, path, (probe,), ["item_seq"])
+        serving = self._write_serving_files(out)
         return {"path": str(path), "item_embeddings": str(items_path), "num_items": d.num_items,
                 "max_len": m.max_len, "dim": int(table.shape[1]),
                 "inputs": {"item_seq": "int64[batch, max_len], left-padded with 0"},
-                "outputs": {"seq_repr": "float32[batch, dim]"}, **report}
+                "outputs": {"seq_repr": "float32[batch, dim]"}, **report, "serving": serving}
+
+    def _write_serving_files(self, out) -> dict[str, Any]:
+        """Beside the export, what batch scoring and the HTTP server need (read by ``engine_serving``):
+        ``users.parquet`` (column ``user``: original id of row ``u``), ``items.parquet`` (column ``item``: original
+        id of score column ``j``; null for column 0, the padding id), ``histories.npy`` (``int64 [num_users,
+        max_len]``: each user's whole sequence, the ``max_len`` most recent items, left-padded: the input that
+        predicts the user's next item) and ``seen_indptr.npy`` / ``seen_items.npy`` (CSR of the items of each whole
+        sequence, never recommended)."""
+        import numpy as np
+        import polars as pl
+
+        from .data import left_pad
+
+        d = self.data
+        users = d.user_ids if d.user_ids is not None else np.arange(d.num_users)
+        pl.DataFrame([pl.Series("user", users)]).write_parquet(out / "users.parquet")
+        originals = (list(range(1, d.num_items + 1)) if d.item_ids is None
+                     else pl.Series(d.item_ids).to_list())
+        pl.DataFrame([pl.Series("item", [None, *originals])]).write_parquet(out / "items.parquet")
+        np.save(out / "histories.npy", left_pad(d.items, d.indptr[:-1], d.indptr[1:], self.model_cfg.max_len).numpy())
+        np.save(out / "seen_indptr.npy", d.indptr.numpy().astype(np.int64))
+        np.save(out / "seen_items.npy", d.items.numpy().astype(np.int64))
+        return {"family": "sequence", "users": "users.parquet", "items": "items.parquet",
+                "histories": "histories.npy", "seen_indptr": "seen_indptr.npy", "seen_items": "seen_items.npy"}

@@ -1,0 +1,123 @@
+"""Fixtures of the serving tests: a tiny graph model and a tiny sequential model, trained 1-2 epochs and exported
+once per session (``engine run`` + ``engine export`` in-process), with the PyTorch model kept for references."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pytest
+import yaml
+from click.testing import CliRunner
+
+_serving = str(pathlib.Path(__file__).resolve().parents[2] / "serving")
+if _serving not in sys.path:  # a checkout not (re)installed since serving/ was added
+    sys.path.insert(0, _serving)
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
+
+@dataclass
+class Trained:
+    pipeline: pathlib.Path
+    export: pathlib.Path
+    task: Any
+    model: Any
+    mlflow_uri: str | None = None
+    run_id: str | None = None
+
+
+def _invoke(*args):
+    from engine.cli import cli
+
+    result = CliRunner().invoke(cli, [str(a) for a in args])
+    assert result.exit_code == 0, (result.output, result.exception)
+    return result
+
+
+def _load_trained(pipeline: pathlib.Path):
+    from engine.config import load_pipeline
+    from engine.run import checkpoint_dir, prepare
+    from engine.train import load_checkpoint
+
+    cfg = load_pipeline(str(pipeline))
+    task, model = prepare(cfg)
+    model.load_state_dict(load_checkpoint(checkpoint_dir(cfg) / "best.pt")["model"])
+    return task, model.eval()
+
+
+@pytest.fixture(scope="session")
+def graph_model(tmp_path_factory) -> Trained:
+    """LightGCN on 400 generated users x 120 items, 2 epochs, tracked to a sqlite MLflow store, exported."""
+    import json
+
+    from engine.plugins import plugin
+    from engine_graphcl import plugin as gmod
+    from engine_objectives import plugin as omod
+
+    root = tmp_path_factory.mktemp("graph")
+    uri = f"sqlite:///{root}/mlruns/mlflow.db"
+    doc = {
+        "name": "serving-graph", "task": "graph_cf", "seed": 3,
+        "data": {"source": "synthetic_cf", "path": str(root / "data"), "num_users": 400, "num_items": 120,
+                 "per_user": 10, "communities": 4, "seed": 1},
+        "model": {"encoder": {"name": "lightgcn", "embedding_dim": 16, "num_layers": 2}, "loss": "bpr"},
+        "train": {"epochs": 2, "batch_size": 256, "lr": 0.02, "patience": None, "eval_every": 1,
+                  "checkpoint_dir": str(root / "checkpoints"), "num_threads": 1},
+        "evaluate": {"ks": [10, 20]},
+        "tracking": {"uri": uri},
+    }
+    pipeline = root / "pipeline.yaml"
+    pipeline.write_text(yaml.safe_dump(doc, sort_keys=False))
+    with plugin(omod, name="objectives"), plugin(gmod, name="graphcl"):
+        _invoke("run", pipeline, "--metrics-out", root / "metrics.json")
+        result = _invoke("export", pipeline, "-o", root / "export")
+        task, model = _load_trained(pipeline)
+    report = json.loads(result.output)
+    run_id = json.loads((root / "metrics.json").read_text())["run_id"]
+    assert report["mlflow_model"] == f"runs:/{run_id}/onnx"
+    return Trained(pipeline, root / "export", task, model, uri, run_id)
+
+
+def write_sequences(path: pathlib.Path, num_users: int = 150, num_items: int = 60, seed: int = 0) -> list[list[int]]:
+    """``user item item ...`` lines (S3Rec format), user ids 101.., a successor pattern plus noise."""
+    rng = np.random.default_rng(seed)
+    seqs = []
+    for _ in range(num_users):
+        start, length = int(rng.integers(0, num_items)), int(rng.integers(4, 16))
+        seqs.append([(start + t) % num_items + 1 if rng.random() > 0.2 else int(rng.integers(1, num_items + 1))
+                     for t in range(length)])
+    path.write_text("".join(f"{101 + u} {' '.join(map(str, s))}\n" for u, s in enumerate(seqs)))
+    return seqs
+
+
+@pytest.fixture(scope="session")
+def seq_model(tmp_path_factory) -> Trained:
+    """SASRec (max_len 8) on 150 generated sequences over 60 items, 1 epoch, untracked, exported."""
+    from engine.plugins import plugin
+    from engine_objectives import plugin as omod
+    from engine_seqrec import plugin as smod
+
+    root = tmp_path_factory.mktemp("seq")
+    write_sequences(root / "seqs.txt")
+    doc = {
+        "name": "serving-seq", "task": "seqrec", "seed": 5,
+        "data": {"source": "s3rec_txt", "path": str(root / "seqs.txt")},
+        "model": {"encoder": {"name": "sasrec", "hidden_dim": 16, "num_layers": 1, "num_heads": 2, "inner_dim": 32,
+                              "dropout": 0.0, "attn_dropout": 0.0}, "max_len": 8},
+        "train": {"epochs": 1, "batch_size": 64, "lr": 0.01, "patience": None, "monitor": "ndcg@10",
+                  "checkpoint_dir": str(root / "checkpoints"), "num_threads": 1},
+        "evaluate": {"ks": [10], "metrics": ["hr", "ndcg"]},
+        "tracking": {"enabled": False},
+    }
+    pipeline = root / "pipeline.yaml"
+    pipeline.write_text(yaml.safe_dump(doc, sort_keys=False))
+    with plugin(omod, name="objectives"), plugin(smod, name="seqrec"):
+        _invoke("run", pipeline, "--no-track")
+        _invoke("export", pipeline, "-o", root / "export")
+        task, model = _load_trained(pipeline)
+    return Trained(pipeline, root / "export", task, model)
