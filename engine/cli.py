@@ -66,7 +66,9 @@ def run(pipeline, overrides, metrics_out, resume, no_track):
     _terminate_like_interrupt()
     cfg = load_pipeline(pipeline, overrides)
     outcome = run_pipeline(cfg, metrics_out=metrics_out, resume=resume, track=not no_track)
-    shown = ", ".join(f"{k}={v:.4f}" for k, v in outcome.test_metrics.items() if k.endswith(("@10", "@20")))
+    metrics = outcome.test_metrics
+    headline = {k: v for k, v in metrics.items() if k.endswith(("@10", "@20"))} or metrics  # ranking, else all
+    shown = ", ".join(f"{k}={v:.4f}" for k, v in headline.items() if isinstance(v, (int, float)))
     click.echo(f"test: {shown}")
     click.echo(f"best epoch {outcome.best_epoch} of {outcome.epochs_run}; train {outcome.train_seconds:.1f}s; "
                f"run_id {outcome.run_id}")

@@ -23,8 +23,9 @@ from .config import PipelineConfig
 from .plugins import get_registry
 from .tracking import Tracker, make_tracker
 
-PACKAGES = ("engine", "engine-graphcl", "engine-objectives", "engine-seqrec", "torch", "torch-geometric", "polars", "mlflow-skinny",
-            "onnx", "onnxruntime", "onnxruntime-gpu", "numpy", "pydantic", "pluggy")
+PACKAGES = ("engine", "engine-graphcl", "engine-objectives", "engine-seqrec", "engine-linkage", "torch",
+            "torch-geometric", "polars", "mlflow-skinny", "onnx", "onnxruntime", "onnxruntime-gpu", "numpy", "pydantic",
+            "pluggy", "faiss-cpu", "sentence-transformers")
 
 
 @dataclass

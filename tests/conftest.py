@@ -1,5 +1,5 @@
 import sys, pathlib
-for _p in ("plugins/objectives", "plugins/graphcl", "plugins/seqrec"):
+for _p in ("plugins/objectives", "plugins/graphcl", "plugins/seqrec", "plugins/linkage"):
     _d = str(pathlib.Path(__file__).resolve().parents[1] / _p)
     if _d not in sys.path:
         sys.path.insert(0, _d)
@@ -58,4 +58,16 @@ def seqrec_plugins():
     from engine_seqrec import plugin as smod
 
     with plugin(omod, name="objectives"), plugin(smod, name="seqrec"):
+        yield
+
+
+
+@pytest.fixture
+def linkage_plugins():
+    """The objectives and linkage plugins registered in memory (as `engine plugins install` would make them)."""
+    from engine.plugins import plugin
+    from engine_linkage import plugin as lmod
+    from engine_objectives import plugin as omod
+
+    with plugin(omod, name="objectives"), plugin(lmod, name="linkage"):
         yield

@@ -263,7 +263,8 @@ class Trainer:
 
     def _log_line(self, epoch: int, row: dict[str, float]) -> None:
         shown = [f"{k.removeprefix('loss/')}={v:.4f}" for k, v in row.items() if k.startswith("loss/")]
-        shown += [f"{k}={v:.4f}" for k, v in row.items() if k.startswith(("valid/", "test_curve/")) and "@" in k][:4]
+        evaluated = [k for k in row if k.startswith(("valid/", "test_curve/"))]
+        shown += [f"{k}={row[k]:.4f}" for k in ([k for k in evaluated if "@" in k] or evaluated)][:4]
         shown.append(f"{row['time/epoch_s']:.1f}s")
         print(f"epoch {epoch}/{self.train_cfg.epochs}: " + " ".join(shown), file=sys.stderr, flush=True)
 

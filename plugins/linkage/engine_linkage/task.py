@@ -1,0 +1,477 @@
+"""The ``linkage`` task: record linkage / deduplication with a contrastive bi-encoder, blocking, re-ranking, clustering.
+
+Model: each field is encoded by the encoder of its modality (``model.encoders``: ``char_ngram`` for text by default,
+``categorical``, ``numeric``, ``sentence`` for pretrained MiniLM; ``date`` fields use the text encoder unless one is
+named), the fields are fused into one unit-norm record vector (``model.fusion``), and left and right records share
+the encoder. Training minimises a contrastive objective from the registry over matching pairs (default ``infonce``
+with ``symmetric: true``: CLIPPINGS' symmetric InfoNCE, the other pairs of the batch as negatives) plus, with
+``model.rerank``, the binary cross-entropy of a pair classifier over field similarities, on the labelled pairs and on
+hard negatives mined from the blocking index (``model.rerank.hard_negatives`` per record, re-mined every epoch).
+
+Evaluation (the threshold is always chosen on ``valid`` by maximal F1, with the weights being evaluated, and applied
+unchanged on ``test``; it is kept on the task as ``threshold``):
+
+* pairs protocol (DeepMatcher / Magellan): classify the split's given pairs; ``f1``, ``precision``, ``recall`` of the
+  match class. With the full tables, blocking runs on them too: ``pair_completeness`` (of the split's matches) and
+  ``reduction_ratio`` for ``model.blocking_k`` neighbours per left record.
+* links protocol (FEBRL): block among the split's records, classify the candidates; a true link that blocking missed
+  is a false negative. Also the connected components of the matches as entities: ``cluster_f1`` (pairwise).
+
+Outputs: the matched pairs of the test linkage with scores and cluster ids as parquet (``model.matches_out``, and
+as a tracking artifact), and the record encoder as ONNX with a parity check.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+
+from engine.components import ComponentConfig, ObjectiveOutput
+from engine.config import EncoderSpec, ObjectiveSpec
+from engine.errors import ConfigError
+from engine.task import Task
+
+from .blocking import knn_candidates
+from .metrics import best_threshold, classify, cluster_prf, connected_components, pair_completeness, pair_keys, \
+    reduction_ratio
+from .model import FieldSlot, PairClassifier, RecordEncoder, jaccard
+from .records import LinkageData
+from .tabular import CategoricalEncoder
+
+__all__ = ["LinkageTask", "LinkageModelConfig", "RerankConfig"]
+
+DEFAULT_ENCODERS = {"text": "char_ngram", "categorical": "categorical", "numeric": "numeric"}
+#: what evaluate("valid") reports, hence what train.monitor may name
+VALID_METRICS = ("f1", "precision", "recall")
+RECORD_FIELD = "_record"
+
+
+class RerankConfig(ComponentConfig):
+    weight: float = Field(1.0, ge=0, description="weight of the classifier's cross-entropy in the total loss")
+    hidden: int = Field(64, ge=1, description="width of the classifier's hidden layers")
+    jaccard: bool = Field(True, description="n-gram Jaccard similarity of each id field as a feature")
+    vector_features: bool = Field(False, description="also |u - v| and u * v of the record vectors as features")
+    hard_negatives: int = Field(0, ge=0, description="negatives per train record mined from the blocking index "
+                                                     "each epoch (neighbours that are not labelled matches)")
+
+
+class LinkageModelConfig(ComponentConfig):
+    dim: int = Field(128, ge=2, description="record and field vector dimension")
+    encoders: dict[str, EncoderSpec | list[EncoderSpec]] = Field(
+        default_factory=lambda: {"text": EncoderSpec(name="char_ngram")},
+        description="modality (text, categorical, numeric, date) or field name -> field encoder, or a list of "
+                    "encoders (the field is encoded by each)")
+    fusion: Literal["mean", "attention", "concat"] = Field("attention", description="fields -> record vector")
+    objective: ObjectiveSpec = Field(
+        default_factory=lambda: ObjectiveSpec(name="infonce", symmetric=True, temperature=0.05),
+        description="contrastive objective over matching pairs; its `weight` scales it")
+    rerank: RerankConfig | None = Field(default_factory=RerankConfig,
+                                        description="a pair classifier re-scores candidate pairs; null: cosine")
+    blocking_k: int = Field(10, ge=1, description="candidates per left record in blocking")
+    eval_batch_size: int = Field(1024, ge=1, description="records / pairs scored at once")
+    matches_out: str | None = Field(None, description="write the test matches here (parquet)")
+    whole_record: bool = Field(False, description="add a text field `_record`: the record's values joined, in "
+                                                  "field order (robust to values in the wrong attribute: Dirty sets)")
+
+
+class LinkageTask(Task):
+    """Record linkage and deduplication: contrastive bi-encoder, ANN blocking, re-ranking, clustering."""
+
+    name = "linkage"
+    ModelConfig = LinkageModelConfig
+
+    # -- data -----------------------------------------------------------------------------------------------------
+    def load_data(self) -> None:
+        monitor = self.config.train.monitor
+        if not monitor.startswith("loss") and monitor not in VALID_METRICS:
+            raise ConfigError(f"train.monitor: {monitor!r} is not a linkage validation metric; use one of "
+                              f"{', '.join(VALID_METRICS)} (f1 is the protocol's) or a loss")
+        data = self.config.data.build(self.registry).load()
+        if not isinstance(data, LinkageData):
+            raise ConfigError(f"data.source: {self.config.data.name!r} gives {type(data).__name__}, but task "
+                              "'linkage' needs records (sources: record_tables, deepmatcher_csv, ditto_txt, febrl)")
+        self.data = data
+        self.model_cfg: LinkageModelConfig = self.config.model
+        for f, modality in data.fields.items():
+            if modality == "image":
+                raise ConfigError(f"data.fields.{f}: image fields are not supported by this version of "
+                                  "engine-linkage yet")
+        self.threshold: float | None = None
+        self.mined: tuple[np.ndarray, np.ndarray] | None = None
+        self._test_output: dict[str, np.ndarray] | None = None
+
+    def data_summary(self) -> dict[str, Any]:
+        return self.data.summary()
+
+    # -- model ----------------------------------------------------------------------------------------------------
+    def fields(self) -> dict[str, str]:
+        """The schema's fields, plus ``_record`` (text) with ``model.whole_record``."""
+        extra = {RECORD_FIELD: "text"} if self.model_cfg.whole_record else {}
+        return {**self.data.fields, **extra}
+
+    def values(self, table, field: str) -> list[str | None]:
+        if field != RECORD_FIELD:
+            return table.values(field)
+        cols = [table.values(f) for f in self.data.fields]
+        return [" ".join(v for v in row if v) or None for row in zip(*cols)]
+
+    def _encoders(self) -> dict[str, torch.nn.Module]:
+        """One encoder per key of ``model.encoders`` in use (``key`` or ``key#i`` for the i-th of a list), plus the
+        default categorical / numeric ones when a field needs them."""
+        m, dim = self.model_cfg, self.model_cfg.dim
+        out = {}
+        for key in sorted({k for f, mod in self.fields().items() for k in self._encoder_keys(f, mod)}):
+            base, _, i = key.partition("#")
+            spec = m.encoders.get(base)
+            if isinstance(spec, list):
+                spec = spec[int(i)]
+            if spec is not None:
+                enc = spec.build(self.registry, dim=dim)
+            else:
+                entry = self.registry.get("encoder", DEFAULT_ENCODERS[key], where=f"model.encoders.{key}")
+                enc = entry.cls.from_config(entry.cls.Config(), dim=dim)
+            if not callable(getattr(enc, "featurize", None)) or getattr(enc, "input_kind", None) not in ("ids",
+                                                                                                        "values"):
+                raise ConfigError(f"model.encoders.{key}: {type(enc).__name__} is not a field encoder (it needs "
+                                  "featurize() and input_kind); use char_ngram, categorical, numeric or sentence")
+            out[key] = enc
+        return out
+
+    def _encoder_keys(self, field: str, modality: str) -> list[str]:
+        """A field's encoders: ``model.encoders[<field name>]``, else that of its modality, else the text one; a
+        list of encoders encodes the field once with each (one slot each)."""
+        encs = self.model_cfg.encoders
+        key = field if field in encs else modality if modality in encs or modality in DEFAULT_ENCODERS else "text"
+        spec = encs.get(key)
+        return [f"{key}#{i}" for i in range(len(spec))] if isinstance(spec, list) else [key]
+
+    def build_model(self) -> torch.nn.Module:
+        m, d = self.model_cfg, self.data
+        encoders = self._encoders()
+        slots, blocks = [], {"left": {"ids": [], "values": []}, "right": {"ids": [], "values": []}}
+        offsets = {"ids": 0, "values": 0}
+        n_left = len(d.left)
+        for fname, modality in self.fields().items():
+            values = self.values(d.left, fname) + ([] if d.dedup else self.values(d.right, fname))
+            for key in self._encoder_keys(fname, modality):
+                enc = encoders[key]
+                if callable(getattr(enc, "fit", None)):
+                    enc.fit(values)
+                feats = enc.featurize(values)
+                kind = enc.input_kind
+                slots.append(FieldSlot(fname, modality, key, kind, offsets[kind], feats.shape[1]))
+                offsets[kind] += feats.shape[1]
+                blocks["left"][kind].append(feats[:n_left])
+                blocks["right"][kind].append(feats[n_left:] if not d.dedup else feats[:0])
+        self.slots = slots
+        self.features: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        for side in ("left",) if d.dedup else ("left", "right"):
+            n = n_left if side == "left" else len(d.right)
+            ids = np.concatenate(blocks[side]["ids"], 1) if blocks[side]["ids"] else np.zeros((n, 0), np.int64)
+            vals = (np.concatenate(blocks[side]["values"], 1) if blocks[side]["values"]
+                    else np.zeros((n, 0), np.float32))
+            self.features[side] = (torch.from_numpy(ids), torch.from_numpy(vals))
+        if d.dedup:
+            self.features["right"] = self.features["left"]
+        model = torch.nn.Module()
+        model.encoder = RecordEncoder(slots, encoders, m.dim, m.fusion)
+        model.contrast = m.objective.build(self.registry)
+        self.jaccard_slots = [s for s in slots if s.kind == "ids" and not isinstance(encoders[s.encoder],
+                                                                                     CategoricalEncoder)]
+        self._jaccard_cache: dict[int, np.ndarray] = {}
+        if m.rerank is not None:
+            model.classifier = PairClassifier(len(slots), m.dim, len(self.jaccard_slots) if m.rerank.jaccard else 0,
+                                              m.rerank.hidden, m.rerank.vector_features)
+        return model
+
+    # -- training -------------------------------------------------------------------------------------------------
+    def _train_positives(self) -> tuple[np.ndarray, np.ndarray]:
+        p = self.data.pairs["train"].positives()
+        return p.left, p.right
+
+    def _classifier_pairs(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        p = self.data.pairs["train"]
+        li, ri, y = p.left, p.right, p.label
+        if self.mined is not None:
+            li, ri = np.concatenate([li, self.mined[0]]), np.concatenate([ri, self.mined[1]])
+            y = np.concatenate([y, np.zeros(self.mined[0].shape[0], np.int64)])
+        return li, ri, y
+
+    def on_epoch_start(self, model, epoch: int, generator: torch.Generator) -> None:
+        r = self.model_cfg.rerank
+        if r is None or r.hard_negatives == 0:
+            return
+        d = self.data
+        if d.protocol == "links":
+            lrows, rrows = d.split_records("train")
+        else:
+            tr = d.pairs["train"]
+            lrows, rrows = np.unique(tr.left), np.unique(tr.right)
+            if d.dedup:
+                lrows = rrows = np.unique(np.concatenate([lrows, rrows]))
+        was = model.training
+        model.eval()
+        with torch.no_grad():
+            ul = self._record_vectors(model, "left", lrows)
+            ur = ul if d.dedup else self._record_vectors(model, "right", rrows)
+        model.train(was)
+        li, ri = knn_candidates(ul, None if d.dedup else ur, r.hard_negatives)
+        li, ri = lrows[li], rrows[ri]
+        tr = d.pairs["train"]
+        n_right = len(d.right_table)
+        known = pair_keys(tr.left, tr.right, n_right)
+        keep = ~np.isin(pair_keys(li, ri, n_right), known)
+        self.mined = (li[keep], ri[keep])
+
+    def num_batches(self) -> int:
+        b = self.config.train.batch_size
+        return max(1, (self._train_positives()[0].shape[0] + b - 1) // b)
+
+    def train_batches(self, epoch: int, generator: torch.Generator):
+        pl_, pr_ = self._train_positives()
+        order = torch.randperm(pl_.shape[0], generator=generator).numpy()
+        nb = self.num_batches()
+        clf = None
+        if self.model_cfg.rerank is not None:
+            cl, cr, cy = self._classifier_pairs()
+            corder = torch.randperm(cl.shape[0], generator=generator).numpy()
+            chunks = np.array_split(corder, nb)
+            clf = [(cl[c], cr[c], cy[c]) for c in chunks]
+        for i, idx in enumerate(np.array_split(order, nb)):  # near-equal batches: never a lone last pair
+            yield (pl_[idx], pr_[idx], None if clf is None else clf[i])
+
+    def _inputs(self, side: str, rows, device) -> tuple[torch.Tensor, torch.Tensor]:
+        ids, vals = self.features[side]
+        rows = torch.as_tensor(rows, dtype=torch.long)
+        return ids[rows].to(device), vals[rows].to(device)
+
+    def _jaccard(self, lrows, rrows, device) -> torch.Tensor | None:
+        """n-gram Jaccard similarity of each id field of the pairs, ``[B, F_ids]``; they do not depend on the
+        weights, so each pair's row is computed once and cached."""
+        if self.model_cfg.rerank is None or not self.model_cfg.rerank.jaccard or not self.jaccard_slots:
+            return None
+        lrows, rrows = np.asarray(lrows, dtype=np.int64), np.asarray(rrows, dtype=np.int64)
+        keys = pair_keys(lrows, rrows, len(self.data.right_table)).tolist()
+        cache = self._jaccard_cache
+        todo = [i for i, k in enumerate(keys) if k not in cache]
+        for start in range(0, len(todo), 256):  # [256, L, L] comparisons at a time
+            sel = todo[start:start + 256]
+            a, _ = self._inputs("left", lrows[sel], "cpu")
+            b, _ = self._inputs("right", rrows[sel], "cpu")
+            rows = torch.stack([jaccard(a[:, s.offset:s.offset + s.width], b[:, s.offset:s.offset + s.width])
+                                for s in self.jaccard_slots], 1).numpy()
+            for i, row in zip(sel, rows):
+                cache[keys[i]] = row
+        return torch.from_numpy(np.stack([cache[k] for k in keys])).to(device)
+
+    def _pair_logits(self, model, lrows, rrows, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Classifier logits of pairs, and the record vectors of both sides."""
+        enc = model.encoder
+        fl, ml = enc.field_vectors(*self._inputs("left", lrows, device))
+        fr, mr = enc.field_vectors(*self._inputs("right", rrows, device))
+        u, v = enc.fuse(fl, ml), enc.fuse(fr, mr)
+        return model.classifier(fl, ml, fr, mr, u, v, self._jaccard(lrows, rrows, device)), u, v
+
+    def training_step(self, model, batch) -> ObjectiveOutput:
+        device = next(model.parameters()).device
+        pl_, pr_, clf = batch
+        m = self.model_cfg
+        parts: dict[str, torch.Tensor] = {}
+        total = torch.zeros((), device=device)
+        if pl_.shape[0] >= 2 and m.objective.weight > 0:
+            u = model.encoder(*self._inputs("left", pl_, device))
+            v = model.encoder(*self._inputs("right", pr_, device))
+            cl = model.contrast(u, v).loss
+            parts["contrast"] = cl
+            total = total + m.objective.weight * cl
+        if clf is not None and clf[0].shape[0] > 0:
+            logits, _, _ = self._pair_logits(model, clf[0], clf[1], device)
+            bce = F.binary_cross_entropy_with_logits(logits, torch.as_tensor(clf[2], dtype=torch.float32,
+                                                                             device=device))
+            parts["rerank"] = bce
+            total = total + m.rerank.weight * bce
+        return ObjectiveOutput(total, parts)
+
+    # -- scoring --------------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def _record_vectors(self, model, side: str, rows: np.ndarray) -> np.ndarray:
+        device = next(model.parameters()).device
+        bs = self.model_cfg.eval_batch_size
+        out = [model.encoder(*self._inputs(side, rows[i:i + bs], device)).float().cpu()
+               for i in range(0, rows.shape[0], bs)]
+        return torch.cat(out).numpy() if out else np.zeros((0, self.model_cfg.dim), np.float32)
+
+    @torch.no_grad()
+    def score_pairs(self, model, lrows: np.ndarray, rrows: np.ndarray) -> np.ndarray:
+        """Match scores of pairs (row indices into the left and right tables): the classifier's probability with
+        ``rerank``, else the cosine of the record vectors."""
+        device = next(model.parameters()).device
+        bs = self.model_cfg.eval_batch_size
+        out = []
+        for i in range(0, lrows.shape[0], bs):
+            a, b = lrows[i:i + bs], rrows[i:i + bs]
+            if self.model_cfg.rerank is not None:
+                logits, _, _ = self._pair_logits(model, a, b, device)
+                out.append(torch.sigmoid(logits).float().cpu())
+            else:
+                u = model.encoder(*self._inputs("left", a, device))
+                v = model.encoder(*self._inputs("right", b, device))
+                out.append((u * v).sum(-1).float().cpu())
+        return torch.cat(out).numpy().astype(np.float64) if out else np.zeros(0)
+
+    def _candidates(self, model, split: str | None):
+        """Blocking: candidate pairs among the split's records (links) or the full tables (pairs)."""
+        d = self.data
+        if d.protocol == "links":
+            lrows, rrows = d.split_records(split)
+        else:
+            lrows = np.arange(len(d.left))
+            rrows = lrows if d.dedup else np.arange(len(d.right))
+        ul = self._record_vectors(model, "left", lrows)
+        ur = ul if d.dedup else self._record_vectors(model, "right", rrows)
+        li, ri = knn_candidates(ul, None if d.dedup else ur, self.model_cfg.blocking_k)
+        return lrows[li], rrows[ri], lrows, rrows
+
+    def _split_scores(self, model, split: str) -> dict[str, Any]:
+        """Scores and labels of what is classified on ``split``, with blocking figures where blocking runs."""
+        d = self.data
+        n_right = len(d.right_table)
+        truth = d.pairs[split].positives()
+        true_keys = pair_keys(truth.left, truth.right, n_right)
+        if d.protocol == "pairs":
+            p = d.pairs[split]
+            out = {"left": p.left, "right": p.right, "scores": self.score_pairs(model, p.left, p.right),
+                   "labels": p.label, "missed": 0}
+            if d.full_tables and split == "test":
+                cl, cr, lrows, rrows = self._candidates(model, None)
+                out["blocking"] = self._blocking_figures(cl, cr, lrows, rrows, true_keys)
+                out["candidates"] = (cl, cr)
+            return out
+        cl, cr, lrows, rrows = self._candidates(model, split)
+        keys = pair_keys(cl, cr, n_right)
+        labels = np.isin(keys, true_keys).astype(np.int64)
+        missed = int(np.unique(true_keys).size - labels.sum())
+        return {"left": cl, "right": cr, "scores": self.score_pairs(model, cl, cr), "labels": labels,
+                "missed": missed, "blocking": self._blocking_figures(cl, cr, lrows, rrows, true_keys),
+                "lrows": lrows, "rrows": rrows}
+
+    def _blocking_figures(self, cl, cr, lrows, rrows, true_keys) -> dict[str, float]:
+        d = self.data
+        keys = pair_keys(cl, cr, len(d.right_table))
+        return {"pair_completeness": pair_completeness(keys, true_keys),
+                "reduction_ratio": reduction_ratio(int(keys.size), lrows.shape[0],
+                                                   None if d.dedup else rrows.shape[0]),
+                "num_candidates": float(keys.size)}
+
+    # -- evaluation -----------------------------------------------------------------------------------------------
+    def evaluate(self, model, split: str) -> dict[str, float]:
+        if split not in ("valid", "test"):
+            raise ValueError(f"split must be 'valid' or 'test' (got {split!r})")
+        was = model.training
+        model.eval()
+        try:
+            valid = self._split_scores(model, "valid")
+            self.threshold, metrics = best_threshold(valid["scores"], valid["labels"], valid["missed"])
+            res = valid
+            if split == "test":
+                res = self._split_scores(model, "test")
+                metrics = classify(res["scores"], res["labels"], self.threshold, res["missed"])
+        finally:
+            model.train(was)
+        out = {**metrics, "threshold": float(self.threshold), **res.get("blocking", {})}
+        if split == "test":
+            out.update(self._test_matches(model, res))
+        return {k: float(v) for k, v in out.items()}
+
+    def _test_matches(self, model, res: dict[str, Any]) -> dict[str, float]:
+        """Keep the test matches (for log_artifacts) and score their clustering where entities are known."""
+        d = self.data
+        if "candidates" in res:  # full tables of a pairs dataset: link the tables
+            cl, cr = res["candidates"]
+            scores = self.score_pairs(model, cl, cr)
+        else:
+            cl, cr, scores = res["left"], res["right"], res["scores"]
+        keep = scores >= self.threshold
+        cl, cr, scores = cl[keep], cr[keep], scores[keep]
+        n_left = len(d.left)
+        a, b = cl, cr if d.dedup else cr + n_left
+        nodes = n_left if d.dedup else n_left + len(d.right)
+        comp = connected_components(nodes, a, b)
+        self._test_output = {"left": cl, "right": cr, "score": scores, "cluster": comp[a]}
+        out: dict[str, float] = {"num_matches": float(cl.shape[0])}
+        if d.protocol == "links" and d.left.entity is not None:
+            lrows, rrows = res["lrows"], res["rrows"]
+            members = lrows if d.dedup else np.concatenate([lrows, rrows + n_left])
+            truth = d.left.entity[lrows] if d.dedup else np.concatenate([d.left.entity[lrows],
+                                                                         d.right.entity[rrows]])
+            c = cluster_prf(comp[members], truth)
+            out.update({f"cluster_{k}": v for k, v in c.items()})
+        return out
+
+    # -- outputs --------------------------------------------------------------------------------------------------
+    def write_matches(self, path: str | Path) -> Path:
+        """The test matches as parquet: ``left_id, right_id, score, cluster`` (after ``evaluate(model, 'test')``)."""
+        import polars as pl
+
+        if self._test_output is None:
+            raise RuntimeError("write_matches: evaluate the test split first")
+        o, d = self._test_output, self.data
+        df = pl.DataFrame({"left_id": [d.left.ids[i] for i in o["left"]],
+                           "right_id": [d.right_table.ids[i] for i in o["right"]],
+                           "score": o["score"].astype(np.float64), "cluster": o["cluster"].astype(np.int64)})
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        df.write_parquet(tmp)
+        tmp.replace(path)
+        return path
+
+    def log_artifacts(self, model, tracker) -> None:
+        if self._test_output is None:
+            return
+        import tempfile
+
+        if self.model_cfg.matches_out:
+            tracker.log_artifact(self.write_matches(self.model_cfg.matches_out), "linkage")
+        elif getattr(tracker, "run_id", None) is not None:
+            with tempfile.TemporaryDirectory() as tmp:
+                tracker.log_artifact(self.write_matches(Path(tmp) / "matches.parquet"), "linkage")
+
+    def export_onnx(self, model, directory: str) -> dict[str, Any]:
+        """``record_encoder.onnx``: ``ids int64 [batch, W_ids]`` and/or ``values float32 [batch, W_values]`` (the
+        featurised record, see ``record_schema.json``) -> ``record_vector float32 [batch, dim]`` (unit norm)."""
+        import copy
+
+        from engine.export import export_onnx, parity_check
+
+        from .export import record_encoder_export
+
+        if self.threshold is None:  # `engine export` loads weights without evaluating: choose it on valid now
+            self.evaluate(model, "valid")
+        encoder = copy.deepcopy(model.encoder).cpu().eval()
+        module, names = record_encoder_export(encoder, self.slots)
+        out = Path(directory)
+        path = out / "record_encoder.onnx"
+        ids, vals = self.features["left"]
+        pick = {"ids": ids, "values": vals}
+        n = ids.shape[0]
+        example = tuple(pick[k][: min(4, n)] for k in names)
+        export_onnx(module, example, path, list(names), ["record_vector"], dynamic_batch=list(names))
+        g = torch.Generator().manual_seed(0)
+        rows = torch.randperm(n, generator=g)[:257]
+        report = parity_check(module, path, tuple(pick[k][rows] for k in names), list(names))
+        schema = {"dim": self.model_cfg.dim, "whole_record": self.model_cfg.whole_record, "fields": [
+            {"name": s.name, "modality": s.modality, "encoder": s.encoder, "input": s.kind, "offset": s.offset,
+             "width": s.width,
+             "options": getattr(encoder.encoders[s.encoder], "get_config_dict", dict)()} for s in self.slots]}
+        schema_path = out / "record_schema.json"
+        schema_path.write_text(json.dumps(schema, indent=2))
+        return {"path": str(path), "schema": str(schema_path), "dim": self.model_cfg.dim,
+                "inputs": {k: ("int64" if k == "ids" else "float32") + "[batch, width]" for k in names},
+                "outputs": {"record_vector": "float32[batch, dim]"}, "threshold": self.threshold, **report}
