@@ -46,3 +46,20 @@ class ObjectiveOutput:
 
     loss: Any
     parts: dict[str, Any] = field(default_factory=dict)
+
+
+def require_pair_objective(objective: Any, where: str) -> Any:
+    """Return ``objective`` if it is called as ``objective(anchor [B, D], positive [B, D])``, else raise a
+    :class:`~engine.errors.ConfigError` naming the YAML key.
+
+    An objective declares other inputs with a class attribute ``inputs`` (``"modalities"``: a list of ``[B, D]``
+    tensors, as Symile and GRAM; ``"triplet"``: user, positive, negative, as BPR); the default is ``"pair"``.
+    """
+    from .errors import ConfigError
+
+    kind = getattr(objective, "inputs", "pair")
+    if kind != "pair":
+        name = getattr(objective, "name", type(objective).__name__)
+        raise ConfigError(f"{where}: objective {name!r} takes {kind}, but this contrast gives it two views "
+                          "(anchor, positive); use a pair objective such as infonce, dcl, siglip or supcon")
+    return objective

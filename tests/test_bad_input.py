@@ -261,3 +261,20 @@ def test_console_script_one_line_error(tmp_path, case):
     assert proc.stdout == ""
     assert snapshot(tmp_path) == before
     assert not (tmp_path / "mlruns").exists() and not (tmp_path / "metrics.json").exists()
+
+
+@pytest.mark.parametrize("objective", ["symile", "gram", "bpr"])
+def test_a_non_pair_objective_in_a_two_view_contrast_is_refused_up_front(objective, graphcl_plugins, tmp_path):
+    """symile / gram take a list of modalities and bpr a triplet: a contrast of two views names the key and exits 2
+    before anything is trained (it used to crash at the first step with a TypeError)."""
+    from engine.config import load_pipeline
+    from engine.errors import ConfigError
+    from engine.run import prepare
+
+    write_lightgcn(tmp_path / "data", train=TRAIN, test=TEST)
+    doc = base_doc(tmp_path)
+    doc["model"].update({"augmenter": {"name": "embedding_noise", "eps": 0.1}, "skip_ego": True,
+                         "contrast": {"objective": {"name": objective, "weight": 0.1}, "views": "augment"}})
+    doc["train"]["monitor"] = "loss"
+    with pytest.raises(ConfigError, match=f"model.contrast.objective: objective '{objective}' takes"):
+        prepare(load_pipeline(doc))

@@ -102,11 +102,13 @@ def read_lightgcn_txt(path: str | Path) -> pl.DataFrame:
 
 def _table_kind(path: Path) -> str:
     name = path.name.lower()
-    kinds = {".parquet": "parquet", ".csv": "csv", ".csv.gz": "csv", ".tsv": "tsv", ".tsv.gz": "tsv"}
+    kinds = {".parquet": "parquet", ".csv": "csv", ".csv.gz": "csv", ".tsv": "tsv", ".tsv.gz": "tsv",
+             ".inter": "tsv", ".inter.gz": "tsv"}  # RecBole's atomic .inter files are tab-separated with a header
     for suffix, kind in kinds.items():
         if name.endswith(suffix):
             return kind
-    raise DataError(f"{path}: unknown table format; expected a name ending in .csv, .csv.gz, .tsv, .tsv.gz or .parquet")
+    raise DataError(f"{path}: unknown table format; expected a name ending in .csv, .csv.gz, .tsv, .tsv.gz, "
+                    ".inter, .inter.gz or .parquet")
 
 
 def _read_csv(path: Path, separator: str, **kwargs) -> pl.DataFrame:

@@ -20,7 +20,7 @@ from typing import Any, Literal
 import torch
 from pydantic import Field
 
-from engine.components import ComponentConfig, ObjectiveOutput
+from engine.components import ComponentConfig, ObjectiveOutput, require_pair_objective
 from engine.config import AugmenterSpec, EncoderSpec, ObjectiveSpec
 from engine.errors import ConfigError, DataError
 from engine.evaluate import ItemSets, full_ranking
@@ -93,7 +93,8 @@ class GraphCFTask(Task):
         if self.augmenter is not None and isinstance(self.augmenter, torch.nn.Module):
             model.augmenter = self.augmenter
         if m.contrast is not None:
-            model.contrast = m.contrast.objective.build(self.registry)
+            model.contrast = require_pair_objective(m.contrast.objective.build(self.registry),
+                                                    "model.contrast.objective")
             if m.contrast.views == "encoder" and not hasattr(model.encoder, "contrast_pairs"):
                 raise ConfigError(f"model.contrast.views: encoder {m.encoder.name!r} produces no contrastive views; "
                                   "use 'augment' or 'cross_layer'")

@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
-from engine.components import ComponentConfig, ObjectiveOutput
+from engine.components import ComponentConfig, ObjectiveOutput, require_pair_objective
 from engine.config import EncoderSpec, ObjectiveSpec
 from engine.errors import ConfigError
 from engine.task import Task
@@ -181,7 +181,7 @@ class LinkageTask(Task):
             self.features["right"] = self.features["left"]
         model = torch.nn.Module()
         model.encoder = RecordEncoder(slots, encoders, m.dim, m.fusion)
-        model.contrast = m.objective.build(self.registry)
+        model.contrast = require_pair_objective(m.objective.build(self.registry), "model.objective")
         self.jaccard_slots = [s for s in slots if s.kind == "ids" and not isinstance(encoders[s.encoder],
                                                                                      CategoricalEncoder)]
         self._jaccard_cache: dict[int, np.ndarray] = {}

@@ -51,6 +51,8 @@ class BPR(nn.Module, Component):
     """
 
     name: ClassVar[str] = "bpr"
+    #: what forward() takes ((user, positive item, negative item) embeddings); tasks that contrast two views reject it up front
+    inputs: ClassVar[str] = "triplet"
 
     class Config(ComponentConfig):
         """:class:`BPR` has no options."""

@@ -60,6 +60,8 @@ class GRAM(TemperatureMixin, nn.Module, Component):
     """
 
     name: ClassVar[str] = "gram"
+    #: what forward() takes (a list of [B, D] tensors, one per modality); tasks that contrast two views reject it up front
+    inputs: ClassVar[str] = "modalities"
 
     class Config(ComponentConfig):
         """Options of :class:`GRAM`."""

@@ -47,6 +47,8 @@ class Symile(TemperatureMixin, nn.Module, Component):
     """
 
     name: ClassVar[str] = "symile"
+    #: what forward() takes (a list of [B, D] tensors, one per modality); tasks that contrast two views reject it up front
+    inputs: ClassVar[str] = "modalities"
 
     class Config(ComponentConfig):
         """Options of :class:`Symile`."""

@@ -26,7 +26,7 @@ from typing import Any, Iterator, Literal
 import torch
 from pydantic import Field, model_validator
 
-from engine.components import ComponentConfig, ObjectiveOutput
+from engine.components import ComponentConfig, ObjectiveOutput, require_pair_objective
 from engine.config import AugmenterSpec, EncoderSpec, ObjectiveSpec
 from engine.errors import ConfigError, DataError
 from engine.evaluate import ItemSets, full_ranking
@@ -142,7 +142,8 @@ class SeqRecTask(Task):
         model.loss = LOSSES[m.loss]()
         self.augmenters: list[Any] = []
         if m.contrast is not None:
-            model.contrast = m.contrast.objective.build(self.registry)
+            model.contrast = require_pair_objective(m.contrast.objective.build(self.registry),
+                                                    "model.contrast.objective")
             for i, spec in enumerate(m.contrast.augmenters):
                 aug = spec.build(self.registry, num_items=self.data.num_items)
                 if getattr(aug, "view_kind", None) != "sequence":
@@ -163,7 +164,8 @@ class SeqRecTask(Task):
                         raise ConfigError(f"model.contrast.learned.augmenter: {learned.augmenter.name!r} is not a "
                                           "learnable representation augmenter (use learned_mlp)")
                 model.learned_views = torch.nn.ModuleList(views)
-                model.learned_contrast = learned.objective.build(self.registry)
+                model.learned_contrast = require_pair_objective(learned.objective.build(self.registry),
+                                                                "model.contrast.learned.objective")
         return model
 
     def parameter_groups(self, model) -> dict[str, dict[str, Any]]:
