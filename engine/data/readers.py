@@ -21,6 +21,7 @@ import polars as pl
 from ..errors import DataError
 
 __all__ = [
+    "read_text",
     "read_lightgcn_txt",
     "read_interaction_table",
     "read_recbole_atomic",
@@ -41,12 +42,13 @@ def sha256_file(path: str | Path) -> str:
 
 
 def _read_bytes(path: Path) -> bytes:
-    """The file's bytes, gunzipped when the name ends in ``.gz``; DataError when missing or corrupt."""
+    """The file's bytes, gunzipped when the name ends in ``.gz`` or the bytes start with gzip's magic number;
+    DataError when missing or corrupt."""
     if not path.is_file():
         where = "is a directory, expected a file" if path.is_dir() else "not found"
         raise DataError(f"{path}: {where}")
     raw = path.read_bytes()
-    if path.name.endswith(".gz"):
+    if path.name.endswith(".gz") or raw[:2] == b"\x1f\x8b":
         try:
             raw = gzip.decompress(raw)
         except (OSError, EOFError) as exc:
@@ -54,7 +56,10 @@ def _read_bytes(path: Path) -> bytes:
     return raw
 
 
-def _read_text(path: Path) -> str:
+def read_text(path: str | Path) -> str:
+    """A text file's content, plain or gzip, as UTF-8; :class:`DataError` naming the file (and the line of a bad
+    byte) when it is missing, corrupt or not UTF-8."""
+    path = Path(path)
     raw = _read_bytes(path)
     try:
         return raw.decode("utf-8")
@@ -78,7 +83,7 @@ def read_lightgcn_txt(path: str | Path) -> pl.DataFrame:
             the column and the token).
     """
     path = Path(path)
-    text = _read_text(path)
+    text = read_text(path)
     lines = pl.DataFrame({"line": text.split("\n")}).with_row_index("lineno", offset=1)
     long = (
         lines.select(pl.col("lineno"), pl.col("line").str.extract_all(_TOKEN).alias("tok"))

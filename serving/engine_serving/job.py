@@ -29,6 +29,7 @@ import numpy as np
 import polars as pl
 
 from engine.errors import DataError
+from engine.run import write_json_atomic
 
 from .errors import JobError
 from .model import ExportedModel
@@ -172,18 +173,6 @@ def _manifest(path: Path, model: ExportedModel, top_k: int, chunk_size: int, num
             "exclude_seen": exclude_seen, "num_rows": num_rows, "num_parts": -(-num_rows // chunk_size)}
 
 
-def _write_json(path: Path, payload: dict[str, Any]) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(payload, fh, indent=2, sort_keys=True)
-            fh.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _check_same_job(output: Path, want: dict[str, Any]) -> None:
     path = output / MANIFEST
     try:
@@ -224,7 +213,7 @@ def run_job(model: ExportedModel, input_path: str | Path, output: str | Path, to
         for stale in output.glob(".part-*.tmp"):  # a write cut short by a kill
             stale.unlink(missing_ok=True)
         if not (output / MANIFEST).is_file():
-            _write_json(output / MANIFEST, {**want, "status": "running"})
+            write_json_atomic(output / MANIFEST, {**want, "status": "running"})
         num_parts = want["num_parts"]
         done = [i for i in range(num_parts) if part_path(output, i).is_file()]
         skipped_rows = sum(min(chunk_size, num_rows - i * chunk_size) for i in done)
@@ -241,6 +230,6 @@ def run_job(model: ExportedModel, input_path: str | Path, output: str | Path, to
         output_rows = sum(pl.scan_parquet(part_path(output, i)).select(pl.len()).collect().item()
                           for i in range(num_parts))
         seconds = time.perf_counter() - tic
-        _write_json(output / MANIFEST, {**want, "status": "complete", "output_rows": output_rows,
+        write_json_atomic(output / MANIFEST, {**want, "status": "complete", "output_rows": output_rows,
                                         "provider": model.provider})
     return JobSummary(num_rows, num_parts, written, len(done), output_rows, seconds, model.provider)

@@ -28,7 +28,7 @@ from pydantic import Field, model_validator
 from engine.components import Component, ComponentConfig
 from engine.errors import DataError
 
-from .textio import read_text
+from engine.data.readers import read_text
 from .records import SPLITS, LinkageData, PairSet, RecordTable, parse_fields
 
 __all__ = ["RecordTablesSource", "DeepMatcherCsvSource", "DittoTxtSource", "FebrlSource", "read_table",

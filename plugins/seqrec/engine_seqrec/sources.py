@@ -11,7 +11,6 @@ say how many on stderr; the count is logged with the data summary (``data.num_dr
 
 from __future__ import annotations
 
-import gzip
 import re
 import sys
 from pathlib import Path
@@ -23,6 +22,7 @@ import torch
 from pydantic import Field
 
 from engine.components import Component, ComponentConfig
+from engine.data.readers import read_text
 from engine.data import dedupe, filter_rating, kcore, read_interaction_table, sha256_file
 from engine.errors import DataError
 
@@ -32,22 +32,6 @@ __all__ = ["S3RecTxtSource", "InteractionSequencesSource", "read_s3rec_txt"]
 
 _INT_LINE = re.compile(r"[ \t]*-?[0-9]+(?:[ \t]+-?[0-9]+)*[ \t]*")
 _TOKEN = re.compile(r"[^ \t]+")
-
-
-def _read_text(path: Path) -> str:
-    if not path.is_file():
-        raise DataError(f"{path}: {'is a directory, expected a file' if path.is_dir() else 'not found'}")
-    raw = path.read_bytes()
-    if raw[:2] == b"\x1f\x8b":  # gzip by its magic bytes, whatever the name
-        try:
-            raw = gzip.decompress(raw)
-        except (OSError, EOFError) as exc:
-            raise DataError(f"{path}: not a valid gzip file ({exc})") from None
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = raw[: exc.start].count(b"\n") + 1
-        raise DataError(f"{path}: line {line}: expected UTF-8 text ({exc.reason} at byte {exc.start})") from None
 
 
 def read_s3rec_txt(path: str | Path) -> tuple[list[int], list[list[int]]]:
@@ -64,7 +48,7 @@ def read_s3rec_txt(path: str | Path) -> tuple[list[int], list[list[int]]]:
     users: list[int] = []
     sequences: list[list[int]] = []
     first_line: dict[int, int] = {}
-    for lineno, line in enumerate(_read_text(path).split("\n"), start=1):
+    for lineno, line in enumerate(read_text(path).split("\n"), start=1):
         line = line.removesuffix("\r")
         if not line.strip():
             continue
