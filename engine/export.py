@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import contextlib
 import io
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+
+from .files import atomic_path
 
 OPSET = 18
 
@@ -53,16 +53,10 @@ def export_onnx(
     params = list(__import__("inspect").signature(module.forward).parameters)
     batch = torch.export.Dim("batch")
     dynamic = {p: ({0: batch} if name in dynamic_batch else None) for p, name in zip(params, input_names)}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        with contextlib.redirect_stdout(io.StringIO()), torch.no_grad():
-            torch.onnx.export(module, tuple(example_inputs), tmp, input_names=list(input_names),
-                              output_names=list(output_names), dynamo=True, external_data=False,
-                              dynamic_shapes=dynamic, opset_version=OPSET, verbose=False)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    with atomic_path(path) as tmp, contextlib.redirect_stdout(io.StringIO()), torch.no_grad():
+        torch.onnx.export(module, tuple(example_inputs), tmp, input_names=list(input_names),
+                          output_names=list(output_names), dynamo=True, external_data=False,
+                          dynamic_shapes=dynamic, opset_version=OPSET, verbose=False)
     return path
 
 

@@ -17,8 +17,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import tempfile
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -29,6 +27,7 @@ import numpy as np
 import polars as pl
 
 from engine.errors import DataError
+from engine.files import atomic_open
 from engine.run import write_json_atomic
 
 from .errors import JobError
@@ -86,16 +85,8 @@ def write_part(output: str | Path, chunk_index: int, part: pl.DataFrame) -> Path
     """Write ``part`` as ``part-{chunk_index:05d}.parquet`` atomically (temp file in the same directory, fsync,
     ``os.replace``)."""
     final = part_path(output, chunk_index)
-    fd, tmp = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            part.write_parquet(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, final)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_open(final, "wb") as fh:
+        part.write_parquet(fh)
     return final
 
 
