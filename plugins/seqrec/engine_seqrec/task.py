@@ -168,11 +168,17 @@ class SeqRecTask(Task):
                                                                 "model.contrast.learned.objective")
         return model
 
+    @property
+    def _meta_learned(self) -> LearnedViewsConfig | None:
+        """MCLRec's learned views when they are meta-optimised (their own optimiser and update), else None."""
+        learned = self.model_cfg.contrast.learned if self.model_cfg.contrast else None
+        return learned if learned is not None and learned.meta else None
+
     def parameter_groups(self, model) -> dict[str, dict[str, Any]]:
         """MCLRec's meta-optimisation: the learned augmenters have their own optimiser; everything else is
         ``model``."""
-        learned = self.model_cfg.contrast.learned if self.model_cfg.contrast else None
-        if learned is None or not learned.meta:
+        learned = self._meta_learned
+        if learned is None:
             return super().parameter_groups(model)
         own = {id(p) for p in model.learned_views.parameters()}
         rest = [p for p in model.parameters() if p.requires_grad and id(p) not in own]
@@ -182,13 +188,10 @@ class SeqRecTask(Task):
         return {"model": {"params": rest}, "augmenter": group}
 
     def training_steps(self, model, batch) -> Iterator[tuple[str, ObjectiveOutput]]:
-        learned = self.model_cfg.contrast.learned if self.model_cfg.contrast else None
-        if learned is None or not learned.meta:
+        yield "model", self.training_step(model, batch)
+        if self._meta_learned is not None:
+            yield "augmenter", self._augmenter_step(model, batch)
             yield "model", self.training_step(model, batch)
-            return
-        yield "model", self.training_step(model, batch)
-        yield "augmenter", self._augmenter_step(model, batch)
-        yield "model", self.training_step(model, batch)
 
     # -- training -------------------------------------------------------------------------------------------------
     def num_batches(self) -> int:
