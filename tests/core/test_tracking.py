@@ -203,15 +203,18 @@ def _open_run(uri: str, name: str) -> str:
     return MlflowTracker(uri, "race", name).run_id
 
 
-def test_runs_started_at_once_on_a_fresh_store_all_open(tmp_path):
+def test_runs_started_at_once_on_a_fresh_store_all_open(tmp_path, monkeypatch):
     """Three processes open the same fresh sqlite store at once: one creates the schema and the experiment under the
     lock, and every one gets its run (without the lock, MLflow's schema migration fails in the others)."""
     import multiprocessing
 
     uri = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
     (tmp_path / "mlruns").mkdir()
-    with multiprocessing.get_context("spawn").Pool(3) as pool:
-        run_ids = pool.starmap(_open_run, [(uri, f"r{i}") for i in range(3)])
+    # the workers unpickle `_open_run` by importing this module (tests.core.test_tracking under importlib mode): the
+    # repository root must be on the path they inherit, also when pytest runs as a script rather than `python -m`
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[2]))
+    with multiprocessing.get_context("spawn").Pool(3) as pool:  # a worker that dies would hang starmap: bounded
+        run_ids = pool.starmap_async(_open_run, [(uri, f"r{i}") for i in range(3)]).get(timeout=300)
     assert len(set(run_ids)) == 3
     from mlflow.tracking import MlflowClient
 
