@@ -16,6 +16,8 @@ from typing import Any, ClassVar, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
+from .data.cold_start import ColdStartConfig
+from .data.item_features import ItemFeaturesConfig
 from .errors import ConfigError
 from .registry import Registry, format_validation_error
 
@@ -75,6 +77,11 @@ class DataSpec(ComponentSpec):
     """``data:`` names its source with ``source:``; every source takes ``path:``."""
 
     kind: ClassVar[str] = "data_source"
+    item_features: ItemFeaturesConfig | None = Field(
+        None, description="item side information (titles, genres, attributes) joined by item id; families that use "
+        "content read it (model.content)")
+    cold_items: ColdStartConfig | None = Field(
+        None, description="hold out a share of items entirely for cold-start evaluation (needs item_features)")
 
     @model_validator(mode="before")
     @classmethod

@@ -34,7 +34,7 @@ KNOWN_PROVIDERS: dict[tuple[str, str], str] = {
     },
     **{("data_source", n): "engine-seqrec" for n in ("s3rec_txt", "interaction_sequences")},
     ("task", "linkage"): "engine-linkage",
-    **{("encoder", n): "engine-linkage" for n in ("char_ngram", "categorical", "numeric", "sentence")},
+    **{("encoder", n): "engine-linkage" for n in ("char_ngram", "categorical", "multi_categorical", "numeric", "sentence")},
     **{("data_source", n): "engine-linkage" for n in ("record_tables", "deepmatcher_csv", "ditto_txt", "febrl")},
 }
 

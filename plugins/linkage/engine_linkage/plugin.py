@@ -5,7 +5,7 @@ from engine.hookspecs import hookimpl
 from .char_ngram import CharNgramEncoder
 from .sentence import SentenceEncoder
 from .sources import SOURCES
-from .tabular import CategoricalEncoder, NumericEncoder
+from .tabular import CategoricalEncoder, MultiCategoricalEncoder, NumericEncoder
 from .task import LinkageTask
 
 
@@ -13,6 +13,7 @@ from .task import LinkageTask
 def register_encoders(register):
     register(CharNgramEncoder)
     register(CategoricalEncoder)
+    register(MultiCategoricalEncoder)
     register(NumericEncoder)
     register(SentenceEncoder)
 

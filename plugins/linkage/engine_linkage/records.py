@@ -20,25 +20,12 @@ from typing import Literal
 import numpy as np
 
 from engine.errors import DataError
+from engine.fields import MODALITIES, check_fields
 
 __all__ = ["MODALITIES", "RecordTable", "PairSet", "LinkageData", "parse_fields"]
 
-#: the modalities a field can have (``image`` is declared but not encoded yet)
-MODALITIES = ("text", "categorical", "numeric", "date", "image")
 SPLITS = ("train", "valid", "test")
-
-
-def parse_fields(fields: dict[str, str] | None, columns: list[str], where: str) -> dict[str, str]:
-    """The schema: ``{field: modality}`` in ``columns`` order when not given (every column ``text``)."""
-    if not fields:
-        return {c: "text" for c in columns}
-    for name, modality in fields.items():
-        if modality not in MODALITIES:
-            raise DataError(f"{where}: field {name!r}: unknown modality {modality!r}; expected one of "
-                            f"{', '.join(MODALITIES)}")
-        if name not in columns:
-            raise DataError(f"{where}: missing column {name!r} named in the schema (columns: {', '.join(columns)})")
-    return dict(fields)
+parse_fields = check_fields  #: the schema ``{field: modality}`` (see :func:`engine.fields.check_fields`)
 
 
 @dataclass

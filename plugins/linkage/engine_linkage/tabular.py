@@ -2,6 +2,8 @@
 
 * ``categorical``: the normalised value hashed (CRC-32) into ``1..num_buckets-1``, one embedding per bucket; a
   missing value is absent.
+* ``multi_categorical``: a set of tokens (genres, attribute ids, tags: ``"Action Comedy"``, ``"3|17|42"``), each
+  token hashed like a category; the field vector is the mean of the tokens' embeddings. No token: absent.
 * ``numeric``: the first number in the value, signed-log scaled (``sign(x) log(1 + |x|)``), standardised with the
   statistics of the training records (buffers, so they export), expanded into fixed sinusoidal features
   (:math:`\\sin(2^k z), \\cos(2^k z)`: the dot product of two encodings is a smooth function of their difference)
@@ -12,7 +14,7 @@ from __future__ import annotations
 
 import re
 import zlib
-from typing import ClassVar, Sequence
+from typing import Any, ClassVar, Sequence
 
 import numpy as np
 import torch
@@ -23,7 +25,7 @@ from engine.components import Component, ComponentConfig
 
 from .char_ngram import normalize_text
 
-__all__ = ["CategoricalEncoder", "NumericEncoder", "parse_number"]
+__all__ = ["CategoricalEncoder", "MultiCategoricalEncoder", "NumericEncoder", "parse_number"]
 
 _NUMBER = re.compile(r"[-+]?(?:\d+(?:[.,]\d*)?|\.\d+)(?:[eE][-+]?\d+)?")
 
@@ -69,6 +71,50 @@ class CategoricalEncoder(nn.Module, Component):
 
     def forward(self, ids: Tensor) -> tuple[Tensor, Tensor]:
         return self.embedding(ids[:, 0]), ids[:, 0] > 0
+
+
+class MultiCategoricalEncoder(nn.Module, Component):
+    """The mean of hashed embeddings of a value's distinct tokens."""
+
+    name: ClassVar[str] = "multi_categorical"
+    input_kind: ClassVar[str] = "ids"
+
+    class Config(ComponentConfig):
+        num_buckets: int = Field(1 << 14, ge=2, description="hash buckets")
+        separator: str | None = Field(None, description="token separator (regular expression); default: "
+                                                        "whitespace, comma, semicolon or pipe")
+        max_tokens: int = Field(64, ge=1, description="keep at most this many distinct tokens per value")
+
+    def __init__(self, dim: int = 64, num_buckets: int = 1 << 14, separator: str | None = None,
+                 max_tokens: int = 64) -> None:
+        super().__init__()
+        self.dim, self.num_buckets, self.separator, self.max_tokens = dim, num_buckets, separator, max_tokens
+        self._split = re.compile(separator if separator is not None else r"[\s,;|]+")
+        self.embedding = nn.Embedding(num_buckets, dim, padding_idx=0)
+        nn.init.normal_(self.embedding.weight, std=0.1)
+        with torch.no_grad():
+            self.embedding.weight[0].zero_()
+
+    def get_config_dict(self) -> dict[str, Any]:
+        return {"num_buckets": self.num_buckets, "separator": self.separator, "max_tokens": self.max_tokens}
+
+    def tokens(self, value: str | None) -> list[str]:
+        """The distinct normalised tokens of ``value``, in order of first appearance."""
+        text = normalize_text(value)
+        tokens = (t.strip() for t in self._split.split(text)) if text else ()
+        return list(dict.fromkeys(t for t in tokens if t))[: self.max_tokens]
+
+    def featurize(self, values: Sequence[str | None]) -> np.ndarray:
+        rows = [[zlib.crc32(t.encode("utf-8")) % (self.num_buckets - 1) + 1 for t in self.tokens(v)] for v in values]
+        out = np.zeros((len(rows), max(1, max((len(r) for r in rows), default=1))), dtype=np.int64)
+        for i, r in enumerate(rows):
+            out[i, : len(r)] = r
+        return out
+
+    def forward(self, ids: Tensor) -> tuple[Tensor, Tensor]:
+        mask = (ids > 0).unsqueeze(-1).to(self.embedding.weight.dtype)
+        count = mask.sum(1)
+        return (self.embedding(ids) * mask).sum(1) / count.clamp(min=1.0), count.squeeze(-1) > 0
 
 
 class NumericEncoder(nn.Module, Component):
