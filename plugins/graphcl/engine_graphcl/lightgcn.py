@@ -97,6 +97,7 @@ class LightGCN(nn.Module, Component):
         graph: Graph | list[Graph],
         perturb: Callable[[Tensor, int], Tensor] | None = None,
         skip_ego: bool = False,
+        item_input: Tensor | None = None,
     ) -> GraphEncoding:
         """Propagate the embeddings over ``graph``.
 
@@ -104,8 +105,11 @@ class LightGCN(nn.Module, Component):
             graph (Graph or list[Graph]): the graph, or one graph per layer (SGL's random walk).
             perturb (callable, optional): ``perturb(h, layer) -> h`` applied after each propagation.
             skip_ego (bool, optional): leave layer 0 out of the mean. (default: :obj:`False`)
+            item_input (Tensor, optional): added to the items' ego embeddings, ``[I, D]`` (item content).
         """
         h = self.embedding.weight
+        if item_input is not None:
+            h = torch.cat([h[: self.num_users], h[self.num_users:] + item_input])
         layers = [h]
         for layer, adj in enumerate(self._adjacencies(graph)):
             h = spmm(adj.to(h.dtype), h, symmetric=True)

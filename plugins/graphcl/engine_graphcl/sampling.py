@@ -18,10 +18,13 @@ class NegativeSampler:
         users, items: the training interactions (``LongTensor [E]`` each).
         num_items: size of the item catalogue.
         max_rounds: redraw rounds before giving up (only reached by users who interacted with nearly every item).
+        candidates: the items negatives are drawn from (default: all; cold-start splits draw from warm items).
     """
 
-    def __init__(self, users: torch.Tensor, items: torch.Tensor, num_items: int, max_rounds: int = 100) -> None:
+    def __init__(self, users: torch.Tensor, items: torch.Tensor, num_items: int, max_rounds: int = 100,
+                 candidates: torch.Tensor | None = None) -> None:
         self.num_items = num_items
+        self.candidates = None if candidates is None else torch.as_tensor(candidates, dtype=torch.long).cpu()
         self.keys = torch.unique(users.long().cpu() * num_items + items.long().cpu())  # sorted
         self.max_rounds = max_rounds
 
@@ -32,11 +35,18 @@ class NegativeSampler:
 
     def sample(self, users: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         users = users.long().cpu()
-        neg = torch.randint(0, self.num_items, users.shape, generator=generator)
+        pool = self.candidates
+
+        def draw(shape) -> torch.Tensor:
+            if pool is None:
+                return torch.randint(0, self.num_items, shape, generator=generator)
+            return pool[torch.randint(0, pool.numel(), shape, generator=generator)]
+
+        neg = draw(users.shape)
         bad = self.is_positive(users, neg)
         for _ in range(self.max_rounds):
             if not bad.any():
                 break
-            neg[bad] = torch.randint(0, self.num_items, (int(bad.sum()),), generator=generator)
+            neg[bad] = draw((int(bad.sum()),))
             bad = self.is_positive(users, neg)
         return neg

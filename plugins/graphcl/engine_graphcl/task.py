@@ -22,10 +22,13 @@ from pydantic import Field
 
 from engine.components import ComponentConfig, ObjectiveOutput, require_pair_objective
 from engine.config import AugmenterSpec, EncoderSpec, ObjectiveSpec
+from engine.content import ContentConfig, load_item_content
 from engine.errors import ConfigError, DataError
 from engine.evaluate import ItemSets, full_ranking
+from engine.evaluate.cold import cold_warm_ranking
 from engine.task import Task
 
+from .content import GraphContent
 from .graph import Graph, build_graph
 from .sampling import NegativeSampler
 
@@ -45,6 +48,7 @@ class GraphCFModelConfig(ComponentConfig):
     loss: ObjectiveSpec = Field(default_factory=lambda: ObjectiveSpec(name="bpr"))
     contrast: ContrastConfig | None = None
     reg_weight: float = Field(1e-4, ge=0, description="L2 on the batch's ego embeddings, /2 per row (LightGCN)")
+    content: ContentConfig | None = Field(None, description="item side information (needs data.item_features)")
 
 
 class GraphScorer(torch.nn.Module):
@@ -68,16 +72,27 @@ class GraphCFTask(Task):
     # -- data -----------------------------------------------------------------------------------------------------
     def load_data(self) -> None:
         self.data = self.config.data.build(self.registry).load()
+        self.data, self.item_features, self.cold = load_item_content(self.config.data, self.data)
         d = self.data
         if d.train.height == 0:
             raise DataError(f"{self.config.data.options.get('path')}: the training split is empty")
         self.graph = build_graph(torch.tensor(d.train["user"].to_numpy()), torch.tensor(d.train["item"].to_numpy()),
                                  d.num_users, d.num_items)
-        self.sampler = NegativeSampler(self.graph.users, self.graph.items, d.num_items)
+        self.warm = torch.zeros(d.num_items, dtype=torch.bool)
+        self.warm[self.graph.items] = True
+        self.sampler = NegativeSampler(self.graph.users, self.graph.items, d.num_items,
+                                       candidates=None if self.cold is None else torch.nonzero(self.warm).flatten())
         self.model_cfg: GraphCFModelConfig = self.config.model
+        if self.model_cfg.content is not None and self.item_features is None:
+            raise ConfigError("model.content: needs data.item_features (the item feature table)")
 
     def data_summary(self) -> dict[str, Any]:
-        return self.data.summary()
+        out = self.data.summary()
+        if self.item_features is not None:
+            out.update(self.item_features.summary())
+        if self.cold is not None:
+            out.update({"cold_items.valid": int(self.cold.valid.size), "cold_items.test": int(self.cold.test.size)})
+        return out
 
     def has_split(self, split: str) -> bool:
         return (self.data.valid is not None and self.data.valid.height > 0) if split == "valid" else True
@@ -101,6 +116,13 @@ class GraphCFTask(Task):
         params = inspect.signature(model.encoder.forward).parameters
         self._check_combination(model.encoder, params)
         self._encoder_kwargs = {"skip_ego": m.skip_ego} if "skip_ego" in params else {}
+        self.content = None
+        if m.content is not None:
+            if m.content.input and "item_input" not in params:
+                raise ConfigError(f"model.content.input: encoder {m.encoder.name!r} takes no item input; set "
+                                  "model.content.input: false (content then scores items through its own view)")
+            self.content = GraphContent.build(self.registry, m.content, self.item_features, self.warm,
+                                              model.encoder.embedding_dim, model)
         self._views: tuple[Any, Any] | None = None
         return model
 
@@ -126,11 +148,16 @@ class GraphCFTask(Task):
                 and m.contrast.layer > layers:
             raise ConfigError(f"model.contrast.layer: {m.contrast.layer} but the encoder has {layers} layers")
 
-    def _encode(self, model, graph=None, perturb=None):
+    def _encode(self, model, graph=None, perturb=None, content=None):
+        """The encoder's pass; with ``model.content``, ``content`` (the content embeddings, computed once per step)
+        is the item input, and the item-graph view is added to the items."""
         kwargs = dict(self._encoder_kwargs)
         if perturb is not None:
             kwargs["perturb"] = perturb
-        return model.encoder(self.graph if graph is None else graph, **kwargs)
+        if self.content is not None and self.model_cfg.content.input:
+            kwargs["item_input"] = model.content() if content is None else content
+        enc = model.encoder(self.graph if graph is None else graph, **kwargs)
+        return enc if self.content is None else self.content.with_item_graph(enc)
 
     # -- training -------------------------------------------------------------------------------------------------
     def on_epoch_start(self, model, epoch: int, generator: torch.Generator) -> None:
@@ -165,7 +192,9 @@ class GraphCFTask(Task):
         device = next(model.parameters()).device
         u, i, j = (t.to(device) for t in batch)
         noise = self.augmenter if getattr(self.augmenter, "view_kind", None) == "embedding" else None
-        enc = self._encode(model, perturb=noise if m.perturb_main else None)
+        content_parts = model.content.parts() if self.content is not None else None
+        content = None if content_parts is None else sum(p for p in content_parts if p is not None)
+        enc = self._encode(model, perturb=noise if m.perturb_main else None, content=content)
         rec = model.loss(enc.users[u], enc.items[i], enc.items[j])
         parts = {f"rec/{k}": v for k, v in rec.parts.items()}
         total = m.loss.weight * rec.loss
@@ -182,6 +211,10 @@ class GraphCFTask(Task):
             cl = self._contrast(model, enc, u, i, noise)
             parts["contrast"] = cl
             total = total + m.contrast.objective.weight * cl
+        if self.content is not None:
+            for name, value in self.content.losses(model, enc, content_parts, u, i, j).items():
+                parts[name] = value
+                total = total + value
         return ObjectiveOutput(total, parts)
 
     def _contrast(self, model, enc, u, i, noise) -> torch.Tensor:
@@ -214,6 +247,8 @@ class GraphCFTask(Task):
         if self.graph.adj.device != device:
             self.graph = self.graph.to(device)
         enc = self._encode(model)
+        if self.content is not None:
+            return enc.users, self.content.serving_items(model, enc)
         return enc.users, enc.items
 
     def evaluate(self, model, split: str) -> dict[str, float]:
@@ -224,11 +259,19 @@ class GraphCFTask(Task):
         seen = [d.train] + ([d.valid] if split == "test" and d.valid is not None else [])
         import polars as pl
 
-        exclude = ItemSets.from_frame(pl.concat([f.select("user", "item") for f in seen]), d.num_users)
+        seen_frame = pl.concat([f.select("user", "item") for f in seen])
         users, items = self.embeddings(model)
         ev = self.config.evaluate
-        metrics = full_ranking(lambda batch: users[batch.to(users.device)] @ items.T,
-                               ItemSets.from_frame(target, d.num_users), exclude, ev.ks, ev.metrics, ev.chunk_size)
+
+        def score(batch):
+            return users[batch.to(users.device)] @ items.T
+
+        if self.cold is not None:
+            metrics = cold_warm_ranking(score, target, seen_frame, d.num_users, d.num_items, self.cold.of_split(split),
+                                        torch.nonzero(self.warm).flatten().numpy(), ev.ks, ev.metrics, ev.chunk_size)
+        else:
+            metrics = full_ranking(score, ItemSets.from_frame(target, d.num_users),
+                                   ItemSets.from_frame(seen_frame, d.num_users), ev.ks, ev.metrics, ev.chunk_size)
         model.train()
         return metrics
 
@@ -243,6 +286,9 @@ class GraphCFTask(Task):
     def export_onnx(self, model, directory: str) -> dict[str, Any]:
         from pathlib import Path
 
+        import numpy as np
+        import polars as pl
+
         from engine.export import export_onnx, parity_check
 
         users, items = self.embeddings(model)
@@ -253,11 +299,23 @@ class GraphCFTask(Task):
         probe = torch.randint(0, self.data.num_users, (min(257, self.data.num_users),))
         report = parity_check(scorer, path, (probe,), ["user"])
         d = self.data
-        serving = write_serving_files(Path(directory), "graph", d.user_ids, d.num_users, d.item_ids, d.num_items,
-                                      d.train["user"].to_numpy(), d.train["item"].to_numpy())
-        return {"path": str(path), "num_users": self.data.num_users, "num_items": self.data.num_items,
-                "inputs": {"user": "int64[batch]"}, "outputs": {"scores": "float32[batch, num_items]"}, **report,
-                "serving": serving}
+        out = Path(directory)
+        np.save(out / "user_embeddings.npy", scorer.user_embedding.numpy())  # for `engine score --index faiss`
+        np.save(out / "item_embeddings.npy", scorer.item_embedding.numpy())
+        # every known interaction (train, valid and test) is seen: served recommendations never repeat one
+        known = pl.concat([f.select("user", "item") for f in (d.train, d.valid, d.test) if f is not None])
+        serving = write_serving_files(out, "graph", d.user_ids, d.num_users, d.item_ids, d.num_items,
+                                      known["user"].to_numpy(), known["item"].to_numpy(),
+                                      extra={"user_embeddings": "user_embeddings.npy",
+                                             "item_embeddings": "item_embeddings.npy"})
+        out = {"path": str(path), "num_users": self.data.num_users, "num_items": self.data.num_items,
+               "inputs": {"user": "int64[batch]"}, "outputs": {"scores": "float32[batch, num_items]"}, **report,
+               "serving": serving}
+        if self.content is not None:
+            from engine.content import export_content_encoder
+
+            out["content_encoder"] = export_content_encoder(model.content, directory)
+        return out
 
 
 def write_serving_files(directory, family: str, user_ids, num_users: int, item_ids, num_items: int,
@@ -266,7 +324,8 @@ def write_serving_files(directory, family: str, user_ids, num_users: int, item_i
 
     * ``users.parquet``: column ``user``, the original id of internal user ``i`` at row ``i``;
     * ``items.parquet``: column ``item``, the original id of score column ``j`` at row ``j``;
-    * ``seen_indptr.npy`` / ``seen_items.npy``: CSR of the score columns each user has seen (never recommended).
+    * ``seen_indptr.npy`` / ``seen_items.npy``: CSR of the score columns each user has seen (never recommended),
+      each ``(user, item)`` pair once.
     """
     import numpy as np
     import polars as pl
@@ -276,6 +335,9 @@ def write_serving_files(directory, family: str, user_ids, num_users: int, item_i
     pl.DataFrame([users]).write_parquet(directory / "users.parquet")
     pl.DataFrame([items]).write_parquet(directory / "items.parquet")
     seen_users, seen_items = np.asarray(seen_users, dtype=np.int64), np.asarray(seen_items, dtype=np.int64)
+    if seen_users.size:  # a pair seen in two splits (or twice) is one exclusion
+        pairs = np.unique(np.stack([seen_users, seen_items], 1), axis=0)
+        seen_users, seen_items = pairs[:, 0], pairs[:, 1]
     order = np.lexsort((seen_items, seen_users))
     indptr = np.concatenate([[0], np.cumsum(np.bincount(seen_users, minlength=num_users))]).astype(np.int64)
     np.save(directory / "seen_indptr.npy", indptr)
