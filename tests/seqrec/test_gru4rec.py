@@ -62,7 +62,7 @@ def test_gru4rec_shapes_and_tied_table():
 
 def test_gru4rec_exports_to_onnx(tmp_path):
     from engine.export import export_onnx, parity_check
-    from engine_seqrec.task import SequenceEncoderExport
+    from engine_seqrec.export import SequenceEncoderExport
 
     module = SequenceEncoderExport(GRU4Rec(NUM_ITEMS, max_len=8)).eval()
     path = export_onnx(module, (torch.randint(1, NUM_ITEMS, (2, 8)),), tmp_path / "g.onnx", ["item_seq"],

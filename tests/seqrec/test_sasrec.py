@@ -146,7 +146,7 @@ def test_dropout_makes_training_passes_differ():
 
 def test_sasrec_exports_to_onnx_with_a_dynamic_batch(tmp_path):
     from engine.export import export_onnx, parity_check
-    from engine_seqrec.task import SequenceEncoderExport
+    from engine_seqrec.export import SequenceEncoderExport
 
     torch.manual_seed(0)
     module = SequenceEncoderExport(SASRec(NUM_ITEMS, max_len=10, hidden_dim=16)).eval()

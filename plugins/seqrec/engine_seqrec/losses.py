@@ -82,9 +82,15 @@ class CrossEntropyLoss(NextItemLoss):
     name: ClassVar[str] = "ce"
     needs_negatives: ClassVar[bool] = False
 
+    def __init__(self, exclude: Tensor | None = None) -> None:
+        super().__init__()
+        #: bool ``[num_items + 1]``: items left out of the softmax (cold-start items, never in training)
+        self.register_buffer("exclude", None if exclude is None else exclude[1:].clone(), persistent=False)
+
     def get_logits(self, hidden: Tensor, items: Tensor) -> Tensor:
-        """``[N, num_items]``: column ``j`` scores item ``j + 1``."""
-        return hidden @ items[1:].T
+        """``[N, num_items]``: column ``j`` scores item ``j + 1`` (``-inf`` for excluded items)."""
+        logits = hidden @ items[1:].T
+        return logits if self.exclude is None else logits.masked_fill(self.exclude, float("-inf"))
 
     def forward(self, hidden: Tensor, items: Tensor, targets: Tensor, negatives: Tensor | None = None
                 ) -> ObjectiveOutput:

@@ -93,24 +93,26 @@ class SASRec(nn.Module, Component):
         with torch.no_grad():
             self.item_embedding.weight[0].zero_()
 
-    def forward(self, seqs: Tensor) -> Tensor:
+    def forward(self, seqs: Tensor, item_input: Tensor | None = None) -> Tensor:
         """Hidden states of every position: ``seqs`` ``LongTensor [B, L]`` (left-padded, ``L <= max_len``) ->
-        ``[B, L, D]``, zero on padded positions."""
-        return self._hidden(seqs, last_only=False)
+        ``[B, L, D]``, zero on padded positions. ``item_input`` ``[num_items + 2, D]`` (item content, rows 0 and
+        ``num_items + 1`` zero) is added to the item embeddings."""
+        return self._hidden(seqs, last_only=False, item_input=item_input)
 
-    def encode(self, seqs: Tensor) -> Tensor:
+    def encode(self, seqs: Tensor, item_input: Tensor | None = None) -> Tensor:
         """The representation of each sequence: the hidden state of its last (most recent) position, ``[B, D]``.
         Equal to ``forward(seqs)[:, -1]``; the last block computes that position alone."""
-        return self._hidden(seqs, last_only=True)[:, -1]
+        return self._hidden(seqs, last_only=True, item_input=item_input)[:, -1]
 
-    def _hidden(self, seqs: Tensor, last_only: bool) -> Tensor:
+    def _hidden(self, seqs: Tensor, last_only: bool, item_input: Tensor | None = None) -> Tensor:
         B, L = seqs.shape
         if L > self.max_len:
             raise ValueError(f"sequences of width {L} exceed max_len {self.max_len}; keep the most recent items")
         real = seqs > 0
         keep = real.unsqueeze(-1).to(self.item_embedding.weight.dtype)
         positions = torch.arange(self.max_len - L, self.max_len, device=seqs.device)
-        h = self.item_embedding(seqs) + self.position_embedding(positions).unsqueeze(0)
+        items = self.item_embedding(seqs) if item_input is None else self.item_embedding(seqs) + item_input[seqs]
+        h = items + self.position_embedding(positions).unsqueeze(0)
         h = self.dropout(self.norm(h)) * keep
         mask = causal_padding_mask(real)
         last = len(self.blocks) - 1
@@ -120,9 +122,11 @@ class SASRec(nn.Module, Component):
             h = block(h, mask) * keep
         return h
 
-    def item_embeddings(self) -> Tensor:
-        """Rows ``0..num_items`` of the item table, ``[num_items + 1, D]`` (row 0 is padding), used for scoring."""
-        return self.item_embedding.weight[: self.num_items + 1]
+    def item_embeddings(self, item_input: Tensor | None = None) -> Tensor:
+        """Rows ``0..num_items`` of the item table, ``[num_items + 1, D]`` (row 0 is padding), used for scoring;
+        plus ``item_input``'s rows when given."""
+        table = self.item_embedding.weight[: self.num_items + 1]
+        return table if item_input is None else table + item_input[: self.num_items + 1]
 
     def __repr__(self) -> str:
         return (f"{self.__class__.__name__}({self.num_items}, max_len={self.max_len}, dim={self.hidden_dim}, "

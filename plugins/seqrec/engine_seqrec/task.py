@@ -21,25 +21,42 @@ history's items. RecBole masks nothing but padding: set ``mask_history: false`` 
 
 from __future__ import annotations
 
-from typing import Any, Iterator, Literal
+import functools
+import inspect
+from typing import Any, Iterator, Literal, NamedTuple
 
+import polars as pl
 import torch
 from pydantic import Field, model_validator
 
 from engine.components import ComponentConfig, ObjectiveOutput, require_pair_objective
 from engine.config import AugmenterSpec, EncoderSpec, ObjectiveSpec
+from engine.content import ContentConfig
 from engine.errors import ConfigError, DataError
 from engine.evaluate import ItemSets, full_ranking
+from engine.evaluate.cold import cold_warm_ranking
 from engine.task import Task
 
+from .content import SeqContent, load_sequence_content
 from .data import SequenceData
 from .bucketing import by_length
 from .examples import SeqBatch, TrainingExamples
-from .losses import LOSSES, sample_negatives
+from .losses import LOSSES, CrossEntropyLoss, sample_negatives
 from .mclrec import learned_view_loss
 from .views import SameTargetIndex, augmented_views
 
 __all__ = ["SeqRecTask", "SeqRecModelConfig", "ContrastConfig", "LearnedViewsConfig"]
+
+
+class Tower(NamedTuple):
+    """The encoder's calls with the item content bound in (see :meth:`SeqRecTask._tower`)."""
+
+    forward: Any  #: seqs [B, L] -> hidden [B, L, D]
+    encode: Any  #: seqs [B, L] -> [B, D]
+    table: torch.Tensor  #: [num_items + 1, D], the tower's item table (training)
+    serving_table: torch.Tensor  #: [num_items + 1, D], cold items from content (ranking)
+    parts: Any  #: the content's (shared, specific), or None
+    item_input: torch.Tensor | None = None
 
 
 class LearnedViewsConfig(ComponentConfig):
@@ -89,17 +106,7 @@ class SeqRecModelConfig(ComponentConfig):
     mask_history: bool = Field(True, description="evaluation: never recommend an item of the history "
                                                  "(ICLRec/MCLRec code); RecBole does not mask")
     contrast: ContrastConfig | None = None
-
-
-class SequenceEncoderExport(torch.nn.Module):
-    """The exported graph: ``item_seq`` ``int64 [batch, max_len]`` -> ``seq_repr`` ``float32 [batch, D]``."""
-
-    def __init__(self, encoder: torch.nn.Module) -> None:
-        super().__init__()
-        self.encoder = encoder
-
-    def forward(self, item_seq: torch.Tensor) -> torch.Tensor:
-        return self.encoder.encode(item_seq)
+    content: ContentConfig | None = Field(None, description="item side information (needs data.item_features)")
 
 
 class SeqRecTask(Task):
@@ -114,9 +121,15 @@ class SeqRecTask(Task):
         if not isinstance(data, SequenceData):
             raise ConfigError(f"data.source: {self.config.data.name!r} gives {type(data).__name__}, but task "
                               "'seqrec' needs item sequences (sources: s3rec_txt, interaction_sequences)")
-        self.data = data
+        self.data, self.item_features, self.cold, self.warm = load_sequence_content(self.config.data, data)
+        data = self.data
         self.model_cfg: SeqRecModelConfig = self.config.model
         m = self.model_cfg
+        if m.content is not None and self.item_features is None:
+            raise ConfigError("model.content: needs data.item_features (the item feature table)")
+        if self.cold is not None and m.loss != "ce":
+            raise ConfigError(f"model.loss: {m.loss!r} samples negatives from every item, cold ones included; "
+                              "use ce with data.cold_items (cold items are left out of its softmax)")
         self.examples = TrainingExamples(data, m.prefix_augmentation)
         if len(self.examples) == 0:
             raise DataError(f"{self.config.data.options.get('path')}: no training example (every training prefix "
@@ -128,7 +141,12 @@ class SeqRecTask(Task):
             self.same_target = SameTargetIndex(data)
 
     def data_summary(self) -> dict[str, Any]:
-        return {**self.data.summary(), "num_train_examples": len(self.examples)}
+        out = {**self.data.summary(), "num_train_examples": len(self.examples)}
+        if self.item_features is not None:
+            out.update(self.item_features.summary())
+        if self.cold is not None:
+            out["cold_items"] = int(self.cold.test.size)
+        return out
 
     # -- model ----------------------------------------------------------------------------------------------------
     def build_model(self) -> torch.nn.Module:
@@ -139,7 +157,14 @@ class SeqRecTask(Task):
             if not callable(getattr(model.encoder, method, None)):
                 raise ConfigError(f"model.encoder: {m.encoder.name!r} is not a sequence encoder (it has no "
                                   f"{method}()); use sasrec or gru4rec")
-        model.loss = LOSSES[m.loss]()
+        model.loss = LOSSES[m.loss]() if self.cold is None else CrossEntropyLoss(exclude=~self.warm)
+        self.content = None
+        if m.content is not None:
+            if m.content.input and "item_input" not in inspect.signature(model.encoder.encode).parameters:
+                raise ConfigError(f"model.content.input: encoder {m.encoder.name!r} takes no item input; set "
+                                  "model.content.input: false (content then scores items through its own view)")
+            self.content = SeqContent.build(self.registry, m.content, self.item_features, self.warm,
+                                            model.encoder.embedding_dim, model)
         self.augmenters: list[Any] = []
         if m.contrast is not None:
             model.contrast = require_pair_objective(m.contrast.objective.build(self.registry),
@@ -226,8 +251,9 @@ class SeqRecTask(Task):
         device = next(model.parameters()).device
         batch = batch.to(device)
         inputs, targets, neg = batch.inputs, batch.targets, batch.negatives
-        hidden = by_length(model.encoder, inputs)  # exact, and several times cheaper than one padded pass
-        table = model.encoder.item_embeddings()
+        tower = self._tower(model)
+        hidden = by_length(tower.forward, inputs)  # exact, and several times cheaper than one padded pass
+        table = tower.table
         if m.train_positions == "last":
             h, t = hidden[:, -1], targets[:, -1]
             neg = None if neg is None else neg[:, -1]
@@ -238,8 +264,12 @@ class SeqRecTask(Task):
         rec = model.loss(h, table, t, neg)
         parts = {f"rec/{k}": v for k, v in rec.parts.items()}
         total = rec.loss
+        if self.content is not None:
+            for name, value in self.content.losses(model, h, t, table, tower.parts).items():
+                parts[name] = value
+                total = total + value
         if m.contrast is not None:
-            a, p = self._view_pair(model, hidden[:, -1], inputs, batch.views)
+            a, p = self._view_pair(tower.encode, hidden[:, -1], inputs, batch.views)
             cl = model.contrast(a, p).loss
             parts["contrast"] = cl
             total = total + m.contrast.objective.weight * cl
@@ -255,14 +285,14 @@ class SeqRecTask(Task):
         device = next(model.parameters()).device
         views = tuple(v.to(device) for v in batch.views)
         with torch.no_grad():  # the augmenters' gradient does not need the encoder's graph
-            h1, h2 = by_length(model.encoder.encode, views[0]), by_length(model.encoder.encode, views[1])
+            encode = self._tower(model).encode
+            h1, h2 = by_length(encode, views[0]), by_length(encode, views[1])
         learned = self.model_cfg.contrast.learned
         loss = learned_view_loss(model.learned_contrast, h1, h2, *model.learned_views, learned.margin_weight)
         return ObjectiveOutput(loss, {"learned_views": loss})
 
-    def _view_pair(self, model, anchor, inputs, views) -> tuple[torch.Tensor, torch.Tensor]:
+    def _view_pair(self, encode, anchor, inputs, views) -> tuple[torch.Tensor, torch.Tensor]:
         c = self.model_cfg.contrast
-        encode = model.encoder.encode
         if c.views == "augment":
             return by_length(encode, views[0]), by_length(encode, views[1])
         if c.views == "dropout":
@@ -275,10 +305,11 @@ class SeqRecTask(Task):
         the padding id). Call it under ``torch.no_grad()`` (:func:`full_ranking` does)."""
         device = next(model.parameters()).device
         histories = self.data.padded_history(split, self.model_cfg.max_len)
-        table = model.encoder.item_embeddings()
+        tower = self._tower(model)
+        table = tower.serving_table
 
         def score(users: torch.Tensor) -> torch.Tensor:
-            return by_length(model.encoder.encode, histories[users].to(device)) @ table.T
+            return by_length(tower.encode, histories[users].to(device)) @ table.T
 
         return score
 
@@ -297,9 +328,36 @@ class SeqRecTask(Task):
                                           d.num_users)
         else:
             exclude = ItemSets.from_pairs(users, torch.zeros_like(users), d.num_users)
-        metrics = full_ranking(self.score_function(model, split), truth, exclude, ev.ks, ev.metrics, ev.chunk_size)
+        with torch.no_grad():
+            score = self.score_function(model, split)
+        if self.cold is not None:
+            truth_frame = pl.DataFrame({"user": users.numpy(), "item": d.target(split).numpy()})
+            rows, cols = exclude.coo(users)
+            exclude_frame = pl.DataFrame({"user": rows.numpy(), "item": cols.numpy()})
+            warm = torch.nonzero(self.warm).flatten().numpy()
+            metrics = cold_warm_ranking(score, truth_frame, exclude_frame, d.num_users, d.num_items + 1,
+                                        self.cold.test, warm, ev.ks, ev.metrics, ev.chunk_size)
+        else:
+            metrics = full_ranking(score, truth, exclude, ev.ks, ev.metrics, ev.chunk_size)
         model.train(was_training)
         return metrics
+
+    def _tower(self, model) -> "Tower":
+        """The encoder with the items' content (when ``model.content``) bound in, computed once."""
+        encoder = model.encoder
+        if self.content is None:
+            table = encoder.item_embeddings()
+            return Tower(encoder, encoder.encode, table, table, None)
+        parts = model.content.parts()
+        content = parts[0] if parts[1] is None else parts[0] + parts[1]
+        item_input = self.content.item_input(content)
+        if item_input is None:
+            forward, encode, table = encoder, encoder.encode, encoder.item_embeddings()
+        else:
+            forward = functools.partial(encoder, item_input=item_input)
+            encode = functools.partial(encoder.encode, item_input=item_input)
+            table = encoder.item_embeddings(item_input)
+        return Tower(forward, encode, table, self.content.serving_table(table, content), parts, item_input)
 
     # -- outputs --------------------------------------------------------------------------------------------------
     @torch.no_grad()
@@ -316,8 +374,9 @@ class SeqRecTask(Task):
         users = torch.randperm(self.data.num_users, generator=g)[:4096]
         seqs = self.data.padded_history("test", self.model_cfg.max_len)[users]
         device = next(model.parameters()).device
-        reprs = by_length(model.encoder.encode, seqs.to(device)).float().cpu()
-        items = model.encoder.item_embeddings().float().cpu()
+        tower = self._tower(model)
+        reprs = by_length(tower.encode, seqs.to(device)).float().cpu()
+        items = tower.serving_table.float().cpu()
         targets = self.data.target("test")[users]
         tracker.log_metrics({
             "geometry/alignment": alignment(reprs, items[targets]),
@@ -327,54 +386,7 @@ class SeqRecTask(Task):
         model.train(was_training)
 
     def export_onnx(self, model, directory: str) -> dict[str, Any]:
-        """``sequence_encoder.onnx`` (``item_seq`` ``int64 [batch, max_len]`` left-padded -> ``seq_repr``
-        ``float32 [batch, D]``) and ``item_embeddings.npy`` (``float32 [num_items + 1, D]``, row 0 padding): the
-        scores of a batch are ``seq_repr @ item_embeddings.T``."""
-        import copy
-        from pathlib import Path
+        """The sequence encoder, the item table and the serving files (see :mod:`engine_seqrec.export`)."""
+        from .export import export_sequence_model
 
-        import numpy as np
-
-        from engine.export import export_onnx, parity_check
-
-        m, d = self.model_cfg, self.data
-        module = SequenceEncoderExport(copy.deepcopy(model.encoder)).cpu().eval()  # the model stays where it is
-        out = Path(directory)
-        path = out / "sequence_encoder.onnx"
-        example = d.padded_history("test", m.max_len, torch.arange(min(4, d.num_users)))
-        export_onnx(module, (example,), path, ["item_seq"], ["seq_repr"], dynamic_batch=["item_seq"])
-        table = model.encoder.item_embeddings().detach().float().cpu().numpy()
-        items_path = out / "item_embeddings.npy"
-        np.save(items_path, table)
-        g = torch.Generator().manual_seed(0)
-        probe = d.padded_history("test", m.max_len, torch.randperm(d.num_users, generator=g)[:257])
-        report = parity_check(module, path, (probe,), ["item_seq"])
-        serving = self._write_serving_files(out)
-        return {"path": str(path), "item_embeddings": str(items_path), "num_items": d.num_items,
-                "max_len": m.max_len, "dim": int(table.shape[1]),
-                "inputs": {"item_seq": "int64[batch, max_len], left-padded with 0"},
-                "outputs": {"seq_repr": "float32[batch, dim]"}, **report, "serving": serving}
-
-    def _write_serving_files(self, out) -> dict[str, Any]:
-        """Beside the export, what batch scoring and the HTTP server need (read by ``engine_serving``):
-        ``users.parquet`` (column ``user``: original id of row ``u``), ``items.parquet`` (column ``item``: original
-        id of score column ``j``; null for column 0, the padding id), ``histories.npy`` (``int64 [num_users,
-        max_len]``: each user's whole sequence, the ``max_len`` most recent items, left-padded: the input that
-        predicts the user's next item) and ``seen_indptr.npy`` / ``seen_items.npy`` (CSR of the items of each whole
-        sequence, never recommended)."""
-        import numpy as np
-        import polars as pl
-
-        from .data import left_pad
-
-        d = self.data
-        users = d.user_ids if d.user_ids is not None else np.arange(d.num_users)
-        pl.DataFrame([pl.Series("user", users)]).write_parquet(out / "users.parquet")
-        originals = (list(range(1, d.num_items + 1)) if d.item_ids is None
-                     else pl.Series(d.item_ids).to_list())
-        pl.DataFrame([pl.Series("item", [None, *originals])]).write_parquet(out / "items.parquet")
-        np.save(out / "histories.npy", left_pad(d.items, d.indptr[:-1], d.indptr[1:], self.model_cfg.max_len).numpy())
-        np.save(out / "seen_indptr.npy", d.indptr.numpy().astype(np.int64))
-        np.save(out / "seen_items.npy", d.items.numpy().astype(np.int64))
-        return {"family": "sequence", "users": "users.parquet", "items": "items.parquet",
-                "histories": "histories.npy", "seen_indptr": "seen_indptr.npy", "seen_items": "seen_items.npy"}
+        return export_sequence_model(self, model, directory)

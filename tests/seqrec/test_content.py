@@ -1,0 +1,542 @@
+"""``model.content`` and ``data.cold_items`` in the ``seqrec`` task, on tiny S3Rec-format files with an
+``_item2attributes.json`` beside them: the cold-item hold-out on hand-made sequences, the feature join, the
+cross-entropy that leaves items out of its softmax, SASRec's item input, the training softmax and the serving table
+of the task, cold / warm metrics against a naive per-user ranking, configuration errors, and one short training run
+with its ONNX export."""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from engine.data.cold_start import ColdStartConfig
+from engine.errors import ConfigError, DataError
+from engine_seqrec.content import hold_out_sequence_items, load_sequence_content
+from engine_seqrec.data import SequenceData
+from engine_seqrec.losses import CrossEntropyLoss
+from engine_seqrec.sasrec import SASRec
+from engine_seqrec.task import SeqRecTask
+
+NUM_ITEMS, NUM_USERS, DIM, MAX_LEN = 20, 24, 8, 8
+NO_ROW = 20  #: item without a row in the attributes file (never eligible as a cold item)
+KS, METRICS = [1, 3, 5], ["hr", "ndcg", "mrr"]
+
+
+@pytest.fixture
+def plugins():
+    """The objectives, seqrec and linkage (the field encoders) plugins registered in memory."""
+    from engine.plugins import plugin
+    from engine_linkage import plugin as lmod
+    from engine_objectives import plugin as omod
+    from engine_seqrec import plugin as smod
+
+    with plugin(omod, name="objectives"), plugin(smod, name="seqrec"), plugin(lmod, name="linkage"):
+        yield
+
+
+def sequences_of(data: SequenceData) -> list[list[int]]:
+    return [data.items[s:e].tolist() for s, e in zip(data.indptr[:-1].tolist(), data.indptr[1:].tolist())]
+
+
+def make_data(seqs, num_items, user_ids=None, num_dropped=0) -> SequenceData:
+    indptr = np.cumsum([0, *map(len, seqs)])
+    return SequenceData(torch.tensor(indptr), torch.tensor([i for s in seqs for i in s]), num_items,
+                        user_ids=None if user_ids is None else np.asarray(user_ids), num_dropped=num_dropped)
+
+
+def naive_hold_out(seqs, user_ids, cold) -> tuple[list[list[int]], list[int], int]:
+    """Remove the cold items from every training prefix (all but the last two items); drop sequences left with
+    fewer than 3 items."""
+    out, users, dropped = [], [], 0
+    for u, s in zip(user_ids, seqs):
+        kept = [i for i in s[:-2] if i not in cold] + s[-2:]
+        if len(kept) < 3:
+            dropped += 1
+            continue
+        out.append(kept)
+        users.append(u)
+    return out, users, dropped
+
+
+# -- hold_out_sequence_items on hand-made sequences ------------------------------------------------------------------
+
+HAND = [[1, 2, 3, 4, 5], [2, 6, 1, 3], [6, 6, 2, 4], [1, 6, 5], [6, 1, 2, 6]]
+HAND_USERS = [10, 11, 12, 13, 14]
+
+
+def hand_eligible(*items) -> np.ndarray:
+    eligible = np.zeros(8, dtype=bool)  # ids 0..7; item 7 occurs nowhere
+    eligible[list(items)] = True
+    return eligible
+
+
+@pytest.mark.parametrize("seed, cold, want, users", [
+    # 6 held out: user 12's prefix [6, 6] becomes empty (2 items left): dropped; 13 and 14 keep 6 as a target
+    (0, [6], [[1, 2, 3, 4, 5], [2, 1, 3], [1, 6, 5], [1, 2, 6]], [10, 11, 13, 14]),
+    # 2 held out: only user 10's prefix has it; user 12's and user 14's 2 is a validation target, kept
+    (1, [2], [[1, 3, 4, 5], [6, 1, 3], [6, 6, 2, 4], [1, 6, 5], [6, 1, 2, 6]], HAND_USERS),
+])
+def test_hold_out_sequence_items_by_hand(seed, cold, want, users):
+    data = make_data(HAND, 7, HAND_USERS, num_dropped=2)
+    # eligible: 2, 6 and 7, but 7 occurs in no sequence: the pool is {2, 6}, half of it held out
+    out, items, dropped = hold_out_sequence_items(data, ColdStartConfig(ratio=0.5, seed=seed), hand_eligible(2, 6, 7))
+    assert items.test.tolist() == cold and items.valid.tolist() == cold
+    assert sequences_of(out) == want
+    assert out.user_ids.tolist() == users
+    assert dropped == len(HAND) - len(users) and out.num_dropped == 2 + dropped
+    assert out.num_items == 7
+    assert not set(out.history("train")[1].tolist()) & set(cold)
+    kept = [HAND_USERS.index(u) for u in users]
+    for split in ("valid", "test"):
+        assert out.target(split).tolist() == data.target(split)[kept].tolist()
+
+
+@pytest.mark.parametrize("seed, ratio", [(0, 0.2), (3, 0.35), (7, 0.5)])
+def test_hold_out_sequence_items_against_a_naive_loop(seed, ratio):
+    rng = np.random.default_rng(seed)
+    num_items = 30
+    seqs = [rng.integers(1, 28, size=int(rng.integers(3, 9))).tolist() for _ in range(40)]  # 28..30 never occur
+    user_ids = rng.permutation(1000)[:40]
+    eligible = rng.random(num_items + 1) < 0.6
+    eligible[[0, 29, 30]] = [False, True, True]  # 29, 30: eligible but absent
+    data = make_data(seqs, num_items, user_ids)
+    cfg = ColdStartConfig(ratio=ratio, seed=seed)
+    out, items, dropped = hold_out_sequence_items(data, cfg, eligible)
+    present = {i for s in seqs for i in s}
+    pool = sorted(i for i in present if eligible[i])
+    cold = set(items.test.tolist())
+    assert cold <= set(pool) and len(cold) == round(ratio * len(pool))  # only eligible, present items
+    assert items.test.tolist() == sorted(cold)
+    want, want_users, want_dropped = naive_hold_out(seqs, user_ids.tolist(), cold)
+    assert sequences_of(out) == want and out.user_ids.tolist() == want_users
+    assert dropped == want_dropped == out.num_dropped
+    assert not cold & set(out.history("train")[1].tolist())  # never in a training prefix afterwards
+    kept = [user_ids.tolist().index(u) for u in want_users]
+    for split in ("valid", "test"):
+        assert out.target(split).tolist() == data.target(split)[kept].tolist()
+    # the same seed draws the same items; another seed draws others
+    again, again_items, _ = hold_out_sequence_items(data, cfg, eligible)
+    assert np.array_equal(again_items.test, items.test) and torch.equal(again.items, out.items)
+    draws = {tuple(hold_out_sequence_items(data, ColdStartConfig(ratio=ratio, seed=s), eligible)[1].test)
+             for s in range(seed, seed + 5)}
+    assert len(draws) > 1
+
+
+def test_hold_out_sequence_items_drops_and_counts_emptied_prefixes():
+    # pool {3, 4}: the seed-0 draw of one of them; a user whose whole prefix is that item is dropped
+    data = make_data([[3, 3, 1, 2], [4, 1, 2], [1, 3, 4, 2], [3, 4, 1]], 4, [5, 6, 7, 8])
+    out, items, dropped = hold_out_sequence_items(data, ColdStartConfig(ratio=0.5, seed=0), hand_eligible(3, 4)[:5])
+    c = int(items.test[0])
+    want, users, n = naive_hold_out(sequences_of(data), [5, 6, 7, 8], {c})
+    assert n >= 1 and dropped == n and sequences_of(out) == want and out.user_ids.tolist() == users
+
+
+def test_hold_out_sequence_items_ratio_errors():
+    data = make_data(HAND, 7, HAND_USERS)
+    eligible = hand_eligible(1, 2, 3, 6)  # a pool of 4 items
+    with pytest.raises(DataError, match=r"data\.cold_items\.ratio: 0\.1 of 4 eligible items holds out 0"):
+        hold_out_sequence_items(data, ColdStartConfig(ratio=0.1), eligible)
+    with pytest.raises(DataError, match=r"data\.cold_items\.ratio: 0\.9 of 4 eligible items holds out 4"):
+        hold_out_sequence_items(data, ColdStartConfig(ratio=0.9), eligible)
+    _, items, _ = hold_out_sequence_items(data, ColdStartConfig(ratio=0.75), eligible)  # 3 of 4: allowed
+    assert items.test.size == 3
+    # item 1 (the seed-1 draw of {1, 3}) is every training prefix: nothing is left to train on
+    data = make_data([[1, 5, 6], [1, 6, 5], [1, 3, 5]], 6)
+    with pytest.raises(DataError, match="no sequence keeps a training item"):
+        hold_out_sequence_items(data, ColdStartConfig(ratio=0.5, seed=1), hand_eligible(1, 3)[:7])
+
+
+# -- load_sequence_content -------------------------------------------------------------------------------------------
+
+HAND_ATTRIBUTES = {"1": [3, 7], "2": [7], "3": ["a", 9, 10], "4": [1], "5": [], "6": [2, 2], "42": [5]}
+
+
+def write_hand_files(tmp_path):
+    txt = tmp_path / "X.txt"
+    txt.write_text("".join(f"{u} {' '.join(map(str, s))}\n" for u, s in zip(HAND_USERS, HAND)))
+    (tmp_path / "X_item2attributes.json").write_text(json.dumps(HAND_ATTRIBUTES))
+    return txt
+
+
+def data_spec(txt, **extra):
+    from engine.config import DataSpec
+
+    return DataSpec(source="s3rec_txt", path=str(txt), **extra)
+
+
+def test_load_sequence_content_joins_attributes_by_item_id(tmp_path):
+    txt = write_hand_files(tmp_path)
+    data = make_data(HAND, 7, HAND_USERS)
+    out, features, cold, warm = load_sequence_content(data_spec(txt, item_features={}), data)
+    assert out is data and cold is None
+    assert features.path == str(tmp_path / "X_item2attributes.json")
+    assert features.fields == {"attributes": "multi_categorical"}
+    # rows aligned to item ids: row 0 (padding) and item 7 have no row; item 5's list is empty; "42" is no item
+    assert features.columns["attributes"] == [None, "3 7", "7", "a 9 10", "1", None, "2 2", None]
+    assert features.has_row.tolist() == [False, True, True, True, True, True, True, False]
+    assert features.has_content.tolist() == [False, True, True, True, True, False, True, False]
+    assert features.num_unknown_rows == 1
+    # warm: the items of the training prefixes [1 2 3] [2 6] [6 6] [1] [6 1]
+    assert torch.nonzero(warm).flatten().tolist() == [1, 2, 3, 6]
+
+
+def test_load_sequence_content_with_cold_items(tmp_path):
+    txt = write_hand_files(tmp_path)
+    data = make_data(HAND, 7, HAND_USERS)
+    spec = data_spec(txt, item_features={}, cold_items={"ratio": 0.4, "seed": 3})
+    out, features, cold, warm = load_sequence_content(spec, data)
+    # the eligible items are those with content: 1, 2, 3, 4, 6 (5 has an empty list, 7 no row)
+    want_out, want_cold, _ = hold_out_sequence_items(data, spec.cold_items, features.has_content)
+    assert cold.test.size == 2 and set(cold.test.tolist()) <= {1, 2, 3, 4, 6}
+    assert np.array_equal(cold.test, want_cold.test) and sequences_of(out) == sequences_of(want_out)
+    prefixes = {i for s in sequences_of(out) for i in s[:-2]}
+    assert torch.nonzero(warm).flatten().tolist() == sorted(prefixes)
+    assert not prefixes & set(cold.test.tolist())
+    with pytest.raises(ConfigError, match=r"data\.cold_items: needs data\.item_features"):
+        load_sequence_content(data_spec(txt, cold_items={"ratio": 0.4}), data)
+
+
+# -- the cross-entropy with excluded items ---------------------------------------------------------------------------
+
+
+def test_cross_entropy_exclude_by_hand():
+    hidden = torch.tensor([[1.0, 0.0], [0.0, 1.0]], dtype=torch.float64)
+    items = torch.tensor([[9.0, 9.0], [1.0, 0.0], [0.0, 2.0], [3.0, 0.0], [0.0, -1.0]], dtype=torch.float64,
+                         requires_grad=True)
+    exclude = torch.tensor([True, False, False, True, False])  # row 0 (padding) is never a class anyway
+    loss = CrossEntropyLoss(exclude=exclude)
+    out = loss(hidden, items, torch.tensor([1, 2]))
+    # row 0: logits of items 1, 2, 4 are 1, 0, 0 (item 3's 3 is left out); row 1: 0, 2, -1
+    want = ((math.log(math.e + 2) - 1) + (math.log(1 + math.exp(2) + math.exp(-1)) - 2)) / 2
+    assert out.loss.item() == pytest.approx(want, abs=1e-12) and out.parts["ce"].item() == pytest.approx(want)
+    assert torch.isinf(loss.get_logits(hidden, items)[:, 2]).all()
+    out.loss.backward()
+    assert items.grad[3].abs().sum() == 0 and items.grad[0].abs().sum() == 0 and items.grad[1].abs().sum() > 0
+    with_3 = ((math.log(math.e + 2 + math.exp(3)) - 1) + (math.log(2 + math.exp(2) + math.exp(-1)) - 2)) / 2
+    assert CrossEntropyLoss()(hidden, items, torch.tensor([1, 2])).loss.item() == pytest.approx(with_3, abs=1e-12)
+
+
+def test_cross_entropy_exclude_against_a_loop():
+    g = torch.Generator().manual_seed(0)
+    n, d, num_items = 7, 5, 12
+    hidden = torch.randn(n, d, generator=g, dtype=torch.float64)
+    items = torch.randn(num_items + 1, d, generator=g, dtype=torch.float64)
+    exclude = torch.rand(num_items + 1, generator=g) < 0.4
+    exclude[0] = True
+    allowed = [i for i in range(1, num_items + 1) if not exclude[i]]
+    targets = torch.tensor([allowed[k % len(allowed)] for k in range(n)])
+    got = CrossEntropyLoss(exclude=exclude)(hidden, items, targets).loss.item()
+    want = 0.0
+    for r in range(n):
+        logits = [float(hidden[r] @ items[i]) for i in allowed]
+        top = max(logits)
+        want += top + math.log(sum(math.exp(x - top) for x in logits)) - float(hidden[r] @ items[targets[r]])
+    assert got == pytest.approx(want / n, abs=1e-12)
+
+
+# -- SASRec's item input ---------------------------------------------------------------------------------------------
+
+
+def test_sasrec_item_input_equals_shifted_item_embeddings():
+    torch.manual_seed(0)
+    num_items, d = 11, 8
+    model = SASRec(num_items, max_len=6, hidden_dim=d, num_layers=2, num_heads=2, inner_dim=16).double().eval()
+    item_input = torch.randn(num_items + 2, d, dtype=torch.float64)
+    item_input[0] = item_input[-1] = 0  # padding and mask token rows
+    shifted = copy.deepcopy(model)
+    with torch.no_grad():
+        shifted.item_embedding.weight += item_input
+    seqs = torch.tensor([[0, 0, 3, 7, 1, 11], [4, 4, 2, 9, 10, 5], [0, 0, 0, 0, 0, 6], [0, 12, 3, 1, 2, 8]])
+    with torch.no_grad():
+        assert torch.allclose(model.encode(seqs, item_input), shifted.encode(seqs), atol=1e-12)
+        assert torch.allclose(model(seqs, item_input), shifted(seqs), atol=1e-12)
+        assert not torch.allclose(model.encode(seqs), shifted.encode(seqs))
+        table = model.item_embeddings(item_input)
+    assert table.shape == (num_items + 1, d)
+    assert torch.equal(table, model.item_embedding.weight[: num_items + 1] + item_input[: num_items + 1])
+    assert torch.allclose(table, shifted.item_embeddings(), atol=1e-12)
+    assert torch.equal(model.item_embeddings(), model.item_embedding.weight[: num_items + 1])
+
+
+# -- the task --------------------------------------------------------------------------------------------------------
+
+
+def make_sequences(seed=0) -> list[list[int]]:
+    rng = np.random.default_rng(seed)
+    seqs = [rng.integers(1, NUM_ITEMS, size=int(rng.integers(4, 11))).tolist() for _ in range(NUM_USERS)]
+    seqs[0] = list(range(1, 13))  # longer than max_len
+    seqs[3][-1] = seqs[4][-2] = NO_ROW  # only a target: neither warm nor cold (it has no content to be drawn)
+    return seqs
+
+
+def write_data(directory, seqs, attributes=True):
+    directory.mkdir(exist_ok=True)
+    path = directory / "X.txt"
+    path.write_text("".join(f"{u + 1} {' '.join(map(str, s))}\n" for u, s in enumerate(seqs)))
+    if attributes:
+        attrs = {str(i): [i % 4, 10 + i % 3, 20 + i % 5] for i in range(1, NUM_ITEMS) if i != NO_ROW}
+        attrs["99"] = [1]  # not an item: skipped
+        (directory / "X_item2attributes.json").write_text(json.dumps(attrs))
+    return path
+
+
+def make_doc(tmp_path, content=None, data=None, model=None, **train) -> dict:
+    return {
+        "name": "unit",
+        "task": "seqrec",
+        "seed": 5,
+        "data": {"source": "s3rec_txt", "path": str(tmp_path / "data" / "X.txt"), "item_features": {},
+                 "cold_items": {"ratio": 0.3, "seed": 1}, **(data or {})},
+        "model": {"encoder": {"name": "sasrec", "hidden_dim": DIM, "num_layers": 1, "num_heads": 2, "inner_dim": 16,
+                              "dropout": 0.0, "attn_dropout": 0.0}, "max_len": MAX_LEN,
+                  **({"content": content} if content is not None else {}), **(model or {})},
+        "train": {"batch_size": 8, "epochs": 2, "patience": None, "monitor": "ndcg@5",
+                  "checkpoint_dir": str(tmp_path / "ck"), **train},
+        "evaluate": {"ks": KS, "metrics": METRICS, "chunk_size": 5},
+        "tracking": {"enabled": False},
+    }
+
+
+def make_task(tmp_path, content=None, data=None, model=None, attributes=True, **train):
+    from engine.config import load_pipeline
+    from engine.run import prepare
+
+    seqs = make_sequences()
+    write_data(tmp_path / "data", seqs, attributes)
+    task, net = prepare(load_pipeline(make_doc(tmp_path, {} if content is None else content, data, model, **train)))
+    assert isinstance(task, SeqRecTask)
+    return task, net, seqs
+
+
+def naive_warm(task) -> set[int]:
+    return {i for s in sequences_of(task.data) for i in s[:-2]}
+
+
+def naive_ranking(scores, seqs, split, candidates) -> dict[str, float] | None:
+    """Per user: rank the candidates that are not padding or in the history; users whose target is no candidate
+    are skipped; mean of hr / ndcg / mrr over the others."""
+    cand = {int(c) for c in candidates} - {0}
+    sums, users = {}, 0
+    for u, s in enumerate(seqs):
+        history, target = (s[:-2], s[-2]) if split == "valid" else (s[:-1], s[-1])
+        if target not in cand:
+            continue
+        users += 1
+        ranked = sorted((i for i in cand if i not in set(history)),
+                        key=lambda i: -scores[u, i])
+        rank = ranked.index(target) if target in ranked else None
+        for k in KS:
+            hit = rank is not None and rank < k
+            for key, v in ((f"hr@{k}", float(hit)), (f"ndcg@{k}", 1 / math.log2(rank + 2) if hit else 0.0),
+                           (f"mrr@{k}", 1 / (rank + 1) if hit else 0.0)):
+                sums[key] = sums.get(key, 0.0) + v
+    return {key: v / users for key, v in sums.items()} if users else None
+
+
+def check_metrics_against_naive(task, net):
+    seqs = sequences_of(task.data)
+    warm = sorted(naive_warm(task))
+    cold = task.cold.test.tolist()
+    for split in ("valid", "test"):
+        net.eval()
+        with torch.no_grad():
+            scores = task.score_function(net, split)(torch.arange(task.data.num_users)).double().numpy()
+        net.train()
+        got = task.evaluate(net, split)
+        want = dict(naive_ranking(scores, seqs, split, range(NUM_ITEMS + 1)))
+        for prefix, items in (("warm_", warm), ("cold_", cold)):
+            view = naive_ranking(scores, seqs, split, items)
+            assert view is not None, (split, prefix)  # the data gives users with warm and with cold targets
+            want.update({prefix + k: v for k, v in view.items()})
+        assert set(got) == set(want), split
+        assert {k for k in got if k.startswith("cold_")} == {f"cold_{m}@{k}" for m in METRICS for k in KS}
+        for key in want:
+            assert got[key] == pytest.approx(want[key], abs=1e-9), (split, key)
+        assert net.training
+
+
+def test_task_holds_out_cold_items(tmp_path, plugins):
+    task, net, seqs = make_task(tmp_path)
+    cold = set(task.cold.test.tolist())
+    has_content = {i for i in range(1, NUM_ITEMS + 1) if i != NO_ROW}
+    pool = {i for s in seqs for i in s} & has_content
+    assert cold <= pool and len(cold) == round(0.3 * len(pool)) and NO_ROW not in cold
+    want, _, dropped = naive_hold_out(seqs, list(range(1, NUM_USERS + 1)), cold)
+    assert sequences_of(task.data) == want and task.data.num_dropped == dropped
+    assert not cold & set(task.data.history("train")[1].tolist())
+    assert torch.nonzero(task.warm).flatten().tolist() == sorted(naive_warm(task))
+    # some items are neither warm nor cold (targets only): the data exercises that case
+    assert set(range(1, NUM_ITEMS + 1)) - naive_warm(task) - cold
+    summary = task.data_summary()
+    assert summary["cold_items"] == len(cold) and summary["item_features.fields"] == "attributes"
+    assert summary["item_features.unknown_rows_skipped"] == 1
+    assert summary["item_features.items_without_row"] == 2  # padding row 0 and item 20
+    assert net.content().shape == (NUM_ITEMS + 1, DIM)
+
+
+def test_training_softmax_leaves_out_every_non_warm_item(tmp_path, plugins):
+    task, net, _ = make_task(tmp_path, {"fusion": "mean", "align": None, "rec_weight": 0.0})
+    warm = naive_warm(task)
+    non_warm = [i for i in range(1, NUM_ITEMS + 1) if i not in warm]
+    assert net.loss.exclude.tolist() == [i not in warm for i in range(1, NUM_ITEMS + 1)]
+    assert set(task.cold.test.tolist()) <= set(non_warm)
+    batch = next(iter(task.train_batches(1, torch.Generator().manual_seed(0))))
+    assert not set(batch.targets.unique().tolist()) & set(non_warm)
+    out = task.training_step(net, batch)
+    # the same loss by hand: hidden states with the content added to the item embeddings, softmax over warm items
+    content = net.content().detach().double()
+    item_input = torch.cat([torch.zeros(1, DIM, dtype=torch.float64), content[1:],
+                            torch.zeros(1, DIM, dtype=torch.float64)])
+    ref = copy.deepcopy(net.encoder).double()
+    with torch.no_grad():
+        ref.item_embedding.weight += item_input
+        hidden = ref(batch.inputs)
+    table = ref.item_embeddings().detach()
+    where = batch.targets > 0
+    h, t = hidden[where], batch.targets[where]
+    cands = sorted(warm)
+    want = 0.0
+    for r in range(h.shape[0]):
+        logits = torch.stack([h[r] @ table[i] for i in cands])
+        want += float(torch.logsumexp(logits, 0) - h[r] @ table[t[r]])
+    assert out.parts["rec/ce"].item() == pytest.approx(want / h.shape[0], rel=1e-5)
+    # probabilities of non-warm items are exactly zero; their embedding rows get no gradient
+    probs = torch.softmax(net.loss.get_logits(h.float(), table.float()), dim=1)
+    assert probs[:, [i - 1 for i in non_warm]].abs().max() == 0
+    out.loss.backward()
+    grad = net.encoder.item_embedding.weight.grad
+    assert grad[non_warm].abs().max() == 0 and grad[sorted(warm)].abs().sum(1).gt(0).any()
+
+
+def test_content_terms_use_the_content_view(tmp_path, plugins):
+    tau, align_w, rec_w = 0.5, 0.3, 0.7
+    task, net, _ = make_task(tmp_path, {"fusion": "mean", "rec_weight": rec_w,
+                                        "align": {"name": "infonce", "temperature": tau, "weight": align_w}})
+    batch = next(iter(task.train_batches(1, torch.Generator().manual_seed(0))))
+    out = task.training_step(net, batch)
+    content = net.content().detach().double()
+    item_input = torch.cat([torch.zeros(1, DIM, dtype=torch.float64), content[1:],
+                            torch.zeros(1, DIM, dtype=torch.float64)])
+    ref = copy.deepcopy(net.encoder).double()
+    with torch.no_grad():
+        ref.item_embedding.weight += item_input
+        hidden = ref(batch.inputs)
+    table = ref.item_embeddings().detach()
+    where = batch.targets > 0
+    h, t = hidden[where], batch.targets[where]
+    warm = sorted(naive_warm(task))
+    # content/rec: the same softmax over warm items, scored against the content rows alone
+    rec = sum(float(torch.logsumexp(torch.stack([h[r] @ content[i] for i in warm]), 0) - h[r] @ content[t[r]])
+              for r in range(h.shape[0])) / h.shape[0]
+    # content/align: InfoNCE between the table rows of the batch's targets and their content (cosine, row r vs all)
+    ii = sorted(set(t.tolist()))
+    a, b = F.normalize(table[ii], dim=1), F.normalize(content[ii], dim=1)
+    align = sum(float(torch.logsumexp(a[r] @ b.T / tau, 0) - a[r] @ b[r] / tau) for r in range(len(ii))) / len(ii)
+    assert out.parts["content/rec"].item() == pytest.approx(rec_w * rec, rel=1e-5)
+    assert out.parts["content/align"].item() == pytest.approx(align_w * align, rel=1e-5)
+    assert out.loss.item() == pytest.approx(sum(v.item() for v in out.parts.values()), rel=1e-5)
+
+
+def test_serving_table_gives_non_warm_items_their_content_view(tmp_path, plugins):
+    task, net, _ = make_task(tmp_path, {"fusion": "mean"})
+    with torch.no_grad():
+        tower = task._tower(net)
+        content = net.content()
+    warm = sorted(naive_warm(task))
+    non_warm = [i for i in range(1, NUM_ITEMS + 1) if i not in warm]
+    serving = tower.serving_table
+    assert serving.shape == (NUM_ITEMS + 1, DIM)
+    assert torch.equal(serving[non_warm], content[non_warm])
+    assert torch.equal(serving[task.cold.test], content[task.cold.test])
+    assert torch.allclose(serving[warm], net.encoder.item_embedding.weight.detach()[warm] + content[warm])
+    assert serving[0].abs().max() == 0  # padding
+
+
+def test_evaluate_cold_and_warm_against_a_naive_ranking(tmp_path, plugins):
+    task, net, _ = make_task(tmp_path)
+    check_metrics_against_naive(task, net)
+
+
+def test_content_input_false_with_gru4rec(tmp_path, plugins):
+    gru = {"encoder": {"name": "gru4rec", "hidden_dim": DIM}}
+    with pytest.raises(ConfigError, match=r"model\.content\.input: encoder 'gru4rec' takes no item input"):
+        make_task(tmp_path, {}, model=gru)
+    task, net, _ = make_task(tmp_path, {"input": False}, model=gru)
+    with torch.no_grad():
+        tower = task._tower(net)
+        content = net.content()
+    warm = sorted(naive_warm(task))
+    cold = task.cold.test
+    assert torch.equal(tower.serving_table[warm], net.encoder.item_embeddings()[warm])
+    assert torch.equal(tower.serving_table[cold], content[cold])
+
+
+def test_config_errors(tmp_path, plugins):
+    with pytest.raises(ConfigError, match=r"model\.loss: 'bce' samples negatives .* use ce with data\.cold_items"):
+        make_task(tmp_path, model={"loss": "bce"})
+    task, _, _ = make_task(tmp_path, data={"cold_items": None}, model={"loss": "bce"})  # fine without cold items
+    assert task.cold is None
+    with pytest.raises(ConfigError, match=r"model\.content: needs data\.item_features"):
+        make_task(tmp_path, {}, data={"item_features": None, "cold_items": None}, attributes=False)
+    with pytest.raises(ConfigError, match=r"data\.cold_items: needs data\.item_features"):
+        make_task(tmp_path, None, data={"item_features": None}, attributes=False)
+
+
+def test_without_cold_items_metrics_have_no_prefix(tmp_path, plugins):
+    task, net, _ = make_task(tmp_path, data={"cold_items": None})
+    assert task.cold is None and isinstance(net.loss, CrossEntropyLoss) and net.loss.exclude is None
+    metrics = task.evaluate(net, "test")
+    assert set(metrics) == {f"{m}@{k}" for m in METRICS for k in KS}
+
+
+# -- one short training run and its export ---------------------------------------------------------------------------
+
+
+def test_short_run_and_export(tmp_path, plugins):
+    import onnxruntime as ort
+
+    from engine.config import load_pipeline
+    from engine.tracking import Tracker
+    from engine.train.trainer import Trainer
+
+    content = {"fusion": "attention", "split": {"orth_weight": 0.1}}
+    task, net, _ = make_task(tmp_path, content, lr=0.01)
+    before = net.content.head.weight.detach().clone()
+    cfg = load_pipeline(make_doc(tmp_path, content, lr=0.01))
+    result = Trainer(task, cfg, Tracker(), tmp_path / "ck" / "unit", torch.device("cpu"), progress=False).fit(net)
+    assert result.epochs_run == 2
+    assert not torch.allclose(net.content.head.weight.detach(), before)  # the content encoder trained
+    losses = {k: v for h in result.history for k, v in h.items() if k.startswith("loss/")}
+    assert any(k.startswith("loss/content") for k in losses) and all(math.isfinite(v) for v in losses.values())
+    check_metrics_against_naive(task, net)  # the trained model's metrics are its served scores, ranked naively
+
+    directory = tmp_path / "export"
+    directory.mkdir()
+    report = task.export_onnx(net, str(directory))
+    assert report["max_abs_diff"] < 1e-4
+    assert report["content_encoder"]["max_abs_diff"] < 1e-4
+    assert (directory / "content_encoder.onnx").is_file() and (directory / "content_encoder.json").is_file()
+    net.eval()
+    with torch.no_grad():
+        tower = task._tower(net)
+        content_rows = net.content()
+        seqs = task.data.padded_history("test", MAX_LEN)
+        want = tower.encode(seqs)
+    table = np.load(report["item_embeddings"])
+    assert table.shape == (NUM_ITEMS + 1, DIM) and np.allclose(table, tower.serving_table.numpy())
+    session = ort.InferenceSession(report["path"], providers=["CPUExecutionProvider"])
+    got = session.run(None, {"item_seq": seqs.numpy()})[0]
+    assert np.abs(got - want.numpy()).max() < 1e-4
+    # the content encoder embeds items from their featurised fields, as model.content() does
+    session = ort.InferenceSession(str(directory / "content_encoder.onnx"), providers=["CPUExecutionProvider"])
+    feeds = {i.name: getattr(net.content, i.name).numpy() for i in session.get_inputs()}
+    rows = session.run(None, feeds)[0]
+    assert rows.shape == (NUM_ITEMS + 1, DIM) and np.abs(rows - content_rows.numpy()).max() < 1e-4
+    cold = task.cold.test
+    assert np.abs(table[cold] - rows[cold]).max() < 1e-4  # cold items are served from the content encoder
