@@ -15,10 +15,15 @@ Methods, each in its own subprocess so that its peak RSS (``VmHWM``) is its own:
   parquet input to parquet parts: read, onnxruntime scores, seen-item masking, two-stage exact top-k
   (``engine_serving.topk``), atomic writes.
 * ``torch``: the naive eager way: ``U[batch] @ I.T``, seen items set to -inf, ``torch.topk``.
-* ``faiss``: ``IndexFlatIP`` over the items, ``search`` with k + (most seen items in the batch), seen items dropped;
-  users batched in order of seen-item count so that few extra neighbours are asked for.
+* ``faiss``: the ``engine score --index faiss`` path (``run_job`` after ``use_faiss()``, parquet I/O included):
+  ``IndexFlatIP`` over the items (exact at these sizes: IVF starts at 500,000 items), ``search`` with k + (most seen
+  items in the batch), seen items dropped; users batched in order of seen-item count so that few extra neighbours
+  are asked for.
+* ``faiss-ivf``: the same with the IVF index forced (``nlist = 4 sqrt(items)``, default ``nprobe``): approximate,
+  its agreement with torch says how much.
 
-All use batches of ``engine_serving.model.BATCH_FLOATS`` scores (~200 users of gowalla, 83 of the 100k catalogue).
+``onnx`` and ``torch`` use batches of ``engine_serving.model.BATCH_FLOATS`` scores (~200 users of gowalla, 83 of the
+100k catalogue); faiss batches 256 users.
 
 The roofline is the best of 3 float32 4096^3 matmuls (torch, same thread count); "of roofline" is the scoring
 step's useful GFLOP/s (2 * users * items * dim / seconds) over it. One thread by default (a shared machine):
@@ -41,7 +46,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 GOWALLA = Path("/work/shared/data/gowalla")
 DIM = 64
-METHODS = ("onnx", "torch", "faiss")
+METHODS = ("onnx", "torch", "faiss", "faiss-ivf")
 
 
 def _threads(n: int) -> None:
@@ -101,7 +106,11 @@ def prepare(case: str, work: Path, big_users: int) -> dict:
     export_onnx(scorer, (torch.arange(4),), export / "model.onnx", ["user"], ["scores"], dynamic_batch=["user"])
     export_s = time.perf_counter() - tic
     del scorer
-    serving = write_serving_files(export, "graph", None, num_users, None, num_items, seen_u, seen_i)
+    np.save(export / "user_embeddings.npy", np.asarray(u))  # what `engine score --index faiss` searches with
+    np.save(export / "item_embeddings.npy", np.asarray(i))
+    serving = write_serving_files(export, "graph", None, num_users, None, num_items, seen_u, seen_i,
+                                  extra={"user_embeddings": "user_embeddings.npy",
+                                         "item_embeddings": "item_embeddings.npy"})
     (export / "export.json").write_text(json.dumps({"num_users": num_users, "num_items": num_items,
                                                     "serving": serving}))
     pl.DataFrame({"user": np.arange(scored, dtype=np.int64)}).write_parquet(work / "input.parquet")
@@ -142,13 +151,16 @@ def child(method: str, work: Path, k: int, threads: int) -> dict:
                  .collect().item())
     base = _rss_mb()
     sample = np.arange(min(scored, 1000))
-    if method == "onnx":
-        out = work / "out-onnx"
+    if method in ("onnx", "faiss", "faiss-ivf"):
+        out = work / f"out-{method}"
         tic = time.perf_counter()
+        if method != "onnx":
+            model.use_faiss(**({"ivf_min_items": 0} if method == "faiss-ivf" else {}))
+        index_s = time.perf_counter() - tic
         run_job(model, work / "input.parquet", out, top_k=k, chunk_size=50_000, progress=False)
         seconds = time.perf_counter() - tic
         top = model.recommend(sample, k)[0]
-        extra = {"provider": model.provider}
+        extra = {"provider": model.provider, "index": model.index_kind, "index_build_s": round(index_s, 2)}
     else:
         import torch
 
@@ -158,39 +170,17 @@ def child(method: str, work: Path, k: int, threads: int) -> dict:
         from engine_serving.model import BATCH_FLOATS
 
         batch = max(1, BATCH_FLOATS // items.shape[0])
-        order = np.arange(scored)
-        if method == "torch":
-            table = torch.from_numpy(items)
+        table = torch.from_numpy(items)
 
-            def run(idx):  # the naive eager way: matmul, mask, torch.topk
-                scores = torch.from_numpy(np.asarray(users[idx])) @ table.T
-                rows, cols = model.seen(idx)
-                scores[torch.from_numpy(rows), torch.from_numpy(cols)] = -float("inf")
-                return torch.topk(scores, k, dim=1).indices.numpy()
-        else:
-            import faiss
+        def run(idx):  # the naive eager way: matmul, mask, torch.topk
+            scores = torch.from_numpy(np.asarray(users[idx])) @ table.T
+            rows, cols = model.seen(idx)
+            scores[torch.from_numpy(rows), torch.from_numpy(cols)] = -float("inf")
+            return torch.topk(scores, k, dim=1).indices.numpy()
 
-            faiss.omp_set_num_threads(threads)
-            index = faiss.IndexFlatIP(DIM)
-            index.add(items)
-            num_items = items.shape[0]
-            # users in order of seen-item count, so each batch asks faiss for few extra neighbours
-            order = np.argsort(np.diff(np.asarray(model.seen_indptr))[:scored], kind="stable")
-
-            def run(idx):
-                rows, cols = model.seen(idx)
-                extra_k = int(np.bincount(rows, minlength=idx.size).max()) if rows.size else 0
-                _, found = index.search(np.ascontiguousarray(users[idx]), k + extra_k)
-                keys = np.arange(idx.size)[:, None] * num_items + found
-                keep = (found >= 0) & ~np.isin(keys, rows * num_items + cols)
-                position = np.cumsum(keep, axis=1)
-                take = keep & (position <= k)
-                out = np.full((idx.size, k), -1, dtype=np.int64)
-                out[np.nonzero(take)[0], position[take] - 1] = found[take]
-                return out
         tic = time.perf_counter()
         for s in range(0, scored, batch):
-            run(order[s:s + batch])
+            run(np.arange(s, min(s + batch, scored)))
         seconds = time.perf_counter() - tic
         top = run(sample)
         extra = {"batch": batch}
@@ -244,7 +234,7 @@ def main() -> None:
                   f"pairs; scoring {desc['scored_users']:,} users; ONNX {desc['onnx_mb']} MB (export "
                   f"{desc['export_s']} s)", flush=True)
             flop = 2 * desc["scored_users"] * desc["num_items"] * DIM
-            print(f"{'method':<7} {'seconds':>9} {'rows/s':>10} {'GFLOP/s':>8} {'of roof':>8} {'peak MB':>8} "
+            print(f"{'method':<9} {'seconds':>9} {'rows/s':>10} {'GFLOP/s':>8} {'of roof':>8} {'peak MB':>8} "
                   f"{'base MB':>8}  top-{args.k} agreement with torch (first 1000 users)", flush=True)
             rows = {}
             for method in METHODS:
@@ -257,11 +247,12 @@ def main() -> None:
                 r["of_roofline"] = r["gflops"] / roof
                 if desc["scored_users"] < desc["num_users"]:
                     r["extrapolated_seconds_all_users"] = r["seconds"] * desc["num_users"] / desc["scored_users"]
-                print(f"{method:<7} {r['seconds']:>9.2f} {r['rows_per_s']:>10,.0f} {r['gflops']:>8.1f} "
+                print(f"{method:<9} {r['seconds']:>9.2f} {r['rows_per_s']:>10,.0f} {r['gflops']:>8.1f} "
                       f"{r['of_roofline']:>8.1%} {r['peak_rss_mb']:>8,} {r['baseline_rss_mb']:>8,}  {agree:.4f}"
-                      + (f"  ({r['provider']})" if "provider" in r else ""), flush=True)
+                      + (f"  ({r['provider']}, {r['index']}, index built in {r['index_build_s']} s)"
+                         if "provider" in r else ""), flush=True)
                 if "extrapolated_seconds_all_users" in r:
-                    print(f"{'':<7} all {desc['num_users']:,} users (linear extrapolation): "
+                    print(f"{'':<9} all {desc['num_users']:,} users (linear extrapolation): "
                           f"{r['extrapolated_seconds_all_users'] / 60:.1f} min", flush=True)
             report["cases"].append({**desc, "methods": rows})
     if args.out:

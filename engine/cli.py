@@ -110,19 +110,33 @@ def export(pipeline, overrides, checkpoint, output):
 @click.option("--model", "model", required=True, metavar="MODEL",
               help="A directory written by `engine export`, an MLflow run id, or a runs:/<run_id>/<path> URI.")
 @click.option("--input", "input_path", required=True, type=click.Path(dir_okay=False),
-              help="A .parquet or .csv file with a `user` column (one row = one user to score).")
+              help="A .parquet or .csv file with a `user` column (one row = one user to score); for a linkage "
+                   "model, records: an id column and the model's fields.")
 @click.option("--output", "output", required=True, type=click.Path(file_okay=False),
-              help="Directory for the parquet parts (user, item, score, rank) and the job manifest.")
-@click.option("--top-k", "top_k", type=click.IntRange(min=1), default=20, show_default=True,
-              help="Items per user (seen items excluded).")
+              help="Directory for the parquet parts (user, item, score, rank; linkage: left_id, right_id, score) "
+                   "and the job manifest.")
+@click.option("--top-k", "top_k", type=click.IntRange(min=1), default=None,
+              help="Items per user (seen items excluded), or candidates per record (default: 20; linkage: the "
+                   "export's blocking_k).")
 @click.option("--chunk-size", type=click.IntRange(min=1), default=100_000, show_default=True,
               help="Input rows per part file (the unit of work and of resumption; bounds memory).")
 @click.option("--include-seen", is_flag=True, help="Do not exclude the items each user has already seen.")
+@click.option("--index", type=click.Choice(["exact", "faiss"]), default="exact", show_default=True,
+              help="Top-k by exact scores of every item (chunked matmul + top-k), or a faiss inner-product index "
+                   "(flat, exact; IVF, approximate, from 500,000 items).")
+@click.option("--nprobe", type=click.IntRange(min=1), default=None,
+              help="IVF cells searched per query with --index faiss on a large catalogue.")
+@click.option("--id-column", default="id", show_default=True,
+              help="Linkage: the column of INPUT that identifies a record (left_id in the output).")
+@click.option("--matches-only", is_flag=True,
+              help="Linkage: keep only candidates scoring at least the threshold chosen on valid.")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="onnxruntime threads (default: all cores).")
 @click.option("--tracking-uri", default=None, help="MLflow tracking URI for run ids (default: ./mlruns/mlflow.db).")
 @user_errors
-def score(model, input_path, output, top_k, chunk_size, include_seen, threads, tracking_uri):
-    """Score every user of INPUT with an exported model: top-k items into parquet parts.
+def score(model, input_path, output, top_k, chunk_size, include_seen, index, nprobe, id_column, matches_only, threads,
+          tracking_uri):
+    """Score every user of INPUT with an exported model: top-k items into parquet parts. With a linkage model,
+    match every record of INPUT against the export's right table: top-k candidates and their scores.
 
     Resumable: run the same command again after a crash or a kill and it finishes the parts that are missing, so
     every input row is scored exactly once."""
@@ -131,7 +145,8 @@ def score(model, input_path, output, top_k, chunk_size, include_seen, threads, t
     _terminate_like_interrupt()
     try:
         report = score_file(model, input_path, output, top_k, chunk_size, exclude_seen=not include_seen,
-                            tracking_uri=tracking_uri, threads=threads, echo=lambda m: click.echo(m, err=True))
+                            tracking_uri=tracking_uri, threads=threads, index=index, nprobe=nprobe,
+                            id_column=id_column, matches_only=matches_only, echo=lambda m: click.echo(m, err=True))
     except KeyboardInterrupt:
         click.echo("Interrupted. Finished parts are kept: rerun the same command to finish the job.", err=True)
         sys.exit(130)
@@ -149,7 +164,7 @@ def score(model, input_path, output, top_k, chunk_size, include_seen, threads, t
 @user_errors
 def serve(model, host, port, threads, tracking_uri):
     """Serve recommendations over HTTP: GET /health, POST /recommend {"user": id, "k": 10} (or {"sequence": [...]}
-    for sequential models)."""
+    for sequential models); linkage models: POST /match {"record": {field: value, ...}, "k": 10}."""
     from .commands import serve_model
 
     serve_model(model, host, port, tracking_uri=tracking_uri, threads=threads, echo=lambda m: click.echo(m, err=True))

@@ -93,19 +93,26 @@ def _serving():
     return engine_serving
 
 
-def score_file(model: str, input_path: str, output: str, top_k: int, chunk_size: int, exclude_seen: bool = True,
-               tracking_uri: str | None = None, threads: int | None = None, progress: bool = True,
-               echo=print) -> dict[str, Any]:
-    """Body of ``engine score``: a resumable batch scoring job (see :mod:`engine_serving.job`)."""
+def score_file(model: str, input_path: str, output: str, top_k: int | None, chunk_size: int,
+               exclude_seen: bool = True, tracking_uri: str | None = None, threads: int | None = None,
+               progress: bool = True, index: str = "exact", nprobe: int | None = None, id_column: str = "id",
+               matches_only: bool = False, echo=print) -> dict[str, Any]:
+    """Body of ``engine score``: a resumable batch scoring job (see :mod:`engine_serving.job`). ``top_k`` None:
+    20 for recommendations, the export's ``blocking_k`` for linkage."""
     serving = _serving()
     loaded = serving.load_model(model, tracking_uri=tracking_uri, threads=threads)
-    echo(f"engine score: {loaded.family} model {loaded.directory}, onnxruntime provider {loaded.provider}")
+    if index == "faiss":
+        loaded.use_faiss(**({"nprobe": nprobe} if nprobe else {}))
+    top_k = top_k or loaded.default_k
+    echo(f"engine score: {loaded.family} model {loaded.directory}, onnxruntime provider {loaded.provider}, "
+         f"top-k by {loaded.index_kind}")
     summary = serving.run_job(loaded, input_path, output, top_k=top_k, chunk_size=chunk_size,
-                              exclude_seen=exclude_seen, progress=progress)
+                              exclude_seen=exclude_seen, progress=progress, id_column=id_column,
+                              matches_only=matches_only)
     return {"rows": summary.rows, "parts": summary.parts, "parts_written": summary.parts_written,
             "parts_skipped": summary.parts_skipped, "output_rows": summary.output_rows,
             "seconds": round(summary.seconds, 3), "rows_per_second": round(summary.rows_per_second, 1),
-            "provider": summary.provider, "output": str(output)}
+            "provider": summary.provider, "index": loaded.index_kind, "top_k": top_k, "output": str(output)}
 
 
 def serve_model(model: str, host: str, port: int, tracking_uri: str | None = None, threads: int | None = None,
@@ -120,8 +127,9 @@ def serve_model(model: str, host: str, port: int, tracking_uri: str | None = Non
 
         raise EngineError(f"cannot listen on {host}:{port} ({exc.strerror or exc})") from None
     bound_host, bound_port = server.server_address[:2]
+    route = "POST /match" if loaded.family == "linkage" else "POST /recommend"
     echo(f"engine serve: {loaded.family} model {loaded.directory}, onnxruntime provider {loaded.provider}; "
-         f"listening on http://{bound_host}:{bound_port} (GET /health, POST /recommend)")
+         f"listening on http://{bound_host}:{bound_port} (GET /health, {route})")
     try:
         server.serve_forever()
     except KeyboardInterrupt:

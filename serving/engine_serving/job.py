@@ -1,15 +1,18 @@
-"""Resumable batch scoring: top-k items for every row of a parquet / CSV file with a ``user`` column.
+"""Resumable batch scoring: top-k items for every row of a parquet / CSV file with a ``user`` column, or (linkage
+exports) the top-k candidate matches of every record of a file with the model's fields and an id column.
 
 The input is cut into chunks of ``chunk_size`` rows (``LazyFrame.slice``; row order is the file's). Chunk ``i`` is
-the unit of work: :func:`score_chunk` turns its rows into a part (columns ``user``, ``item``, ``score``, ``rank``),
-and :func:`write_part` writes it to ``part-{i:05d}.parquet`` atomically (a temporary name in the same directory,
-then ``os.replace``). A part file therefore exists complete or not at all, and a job started again with the same
-command skips the parts that exist: however it was stopped, every input row ends up scored exactly once.
+the unit of work: :func:`score_chunk` turns its rows into a part (columns ``user``, ``item``, ``score``, ``rank``;
+linkage: ``left_id``, ``right_id``, ``score``, see :func:`engine_serving.linkage.match_chunk`), and
+:func:`write_part` writes it to ``part-{i:05d}.parquet`` atomically (a temporary name in the same directory, then
+``os.replace``). A part file therefore exists complete or not at all, and a job started again with the same command
+skips the parts that exist: however it was stopped, every input row ends up scored exactly once.
 
 ``_job.json`` in the output directory records what the job is (input, its size and mtime, the model's fingerprint,
-k, chunk size, row count); a different job in the same directory is refused rather than mixed in. A lock file
-(``.lock``, ``flock``) keeps two processes from working on one directory at once. Memory is bounded by the chunk:
-its rows, its output, and one ``batch x num_items`` float32 score block at a time.
+k, chunk size, row count, the top-k index, the linkage options); a different job in the same directory is refused
+rather than mixed in. A lock file (``.lock``, ``flock``) keeps two processes from working on one directory at once.
+Memory is bounded by the chunk: its rows, its output, and one ``batch x num_items`` float32 score block at a time
+(with faiss, ``batch x (k + most seen items)`` neighbours).
 """
 
 from __future__ import annotations
@@ -58,10 +61,17 @@ class JobSummary:
 
 # -- the unit of work ---------------------------------------------------------------------------------------------------
 def score_chunk(model: ExportedModel, chunk_index: int, rows: pl.DataFrame, top_k: int, exclude_seen: bool = True,
-                batch: int | None = None) -> pl.DataFrame:
+                batch: int | None = None, id_column: str = "id", matches_only: bool = False) -> pl.DataFrame:
     """The part of chunk ``chunk_index``: for each row of ``rows`` (a frame with a ``user`` column), in order, its
     top-``top_k`` items best first as rows ``(user, item, score, rank)``; ``rank`` starts at 1. A user with fewer than
-    ``top_k`` unseen items gets fewer rows. Pure (no I/O): a distributed runner can call it per chunk."""
+    ``top_k`` unseen items gets fewer rows. Pure (no I/O): a distributed runner can call it per chunk.
+
+    A linkage model matches records instead (``id_column``, ``matches_only``: see
+    :func:`engine_serving.linkage.match_chunk`)."""
+    if model.family == "linkage":
+        from .linkage import match_chunk
+
+        return match_chunk(model, chunk_index, rows, top_k, id_column, matches_only)
     if "user" not in rows.columns:
         raise DataError(f"chunk {chunk_index}: no 'user' column (columns: {', '.join(rows.columns) or 'none'})")
     index = model.user_index(rows["user"])
@@ -91,24 +101,38 @@ def write_part(output: str | Path, chunk_index: int, part: pl.DataFrame) -> Path
 
 
 # -- input ------------------------------------------------------------------------------------------------------------
-def scan_input(path: str | Path, user_dtype: pl.DataType | None = None) -> tuple[pl.LazyFrame, int]:
-    """``(lazy frame of column user, row count)`` of a .parquet or .csv file. Raises DataError on bad input."""
+def scan_input(path: str | Path, user_dtype: pl.DataType | None = None,
+               columns: list[str] | None = None) -> tuple[pl.LazyFrame, int]:
+    """``(lazy frame of column user, row count)`` of a .parquet or .csv file. Raises DataError on bad input.
+
+    With ``columns`` (records of a linkage model), the frame has those columns instead, every one read as a
+    string."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: input file not found")
     suffix = path.name.lower()
     try:
+        separator = "\t" if suffix.endswith(".tsv") else ","
         if suffix.endswith((".parquet", ".pq")):
             lf = pl.scan_parquet(path)
+        elif suffix.endswith((".csv", ".tsv")) and columns is not None:
+            lf = pl.scan_csv(path, separator=separator, infer_schema=False)
         elif suffix.endswith((".csv", ".tsv")):
             overrides = {"user": user_dtype} if user_dtype is not None else None
-            lf = pl.scan_csv(path, separator="\t" if suffix.endswith(".tsv") else ",", schema_overrides=overrides)
+            lf = pl.scan_csv(path, separator=separator, schema_overrides=overrides)
         else:
             raise DataError(f"{path}: expected a .parquet or .csv file")
-        columns = lf.collect_schema().names()
-        if "user" not in columns:
-            raise DataError(f"{path}: no 'user' column (columns: {', '.join(columns) or 'none'})")
-        lf = lf.select("user")
+        have = lf.collect_schema().names()
+        if columns is not None:
+            missing = [c for c in columns if c not in have]
+            if missing:
+                raise DataError(f"{path}: missing column(s) {', '.join(map(repr, missing))} (columns: "
+                                f"{', '.join(have) or 'none'})")
+            lf = lf.select(pl.col(c).cast(pl.String) for c in columns)
+        elif "user" not in have:
+            raise DataError(f"{path}: no 'user' column (columns: {', '.join(have) or 'none'})")
+        else:
+            lf = lf.select("user")
         num_rows = lf.select(pl.len()).collect().item()
     except DataError:
         raise
@@ -139,6 +163,13 @@ def _check_users(path: Path, lf: pl.LazyFrame, model: ExportedModel) -> None:
         raise DataError(f"{path}: {unknown.len()} user id(s) unknown to the model (e.g. {shown})")
 
 
+def _check_ids(path: Path, lf: pl.LazyFrame, id_column: str) -> None:
+    """Every record of a linkage input has an id (one pass over the column)."""
+    nulls = lf.select(pl.col(id_column).str.strip_chars().replace("", None).null_count()).collect().item()
+    if nulls:
+        raise DataError(f"{path}: column {id_column!r} has {nulls} empty value(s); every record needs an id")
+
+
 # -- the job ----------------------------------------------------------------------------------------------------------
 @contextmanager
 def _locked(output: Path) -> Iterator[None]:
@@ -155,13 +186,20 @@ def _locked(output: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+#: what makes two jobs the same (the manifest's keys compared on a restart)
+JOB_KEYS = ("input", "input_bytes", "input_mtime_ns", "model_sha256", "top_k", "chunk_size", "exclude_seen",
+            "num_rows", "index", "id_column", "matches_only")
+
+
 def _manifest(path: Path, model: ExportedModel, top_k: int, chunk_size: int, num_rows: int,
-              exclude_seen: bool) -> dict[str, Any]:
+              exclude_seen: bool, id_column: str | None = None, matches_only: bool = False) -> dict[str, Any]:
     stat = path.stat()
     digest = hashlib.sha256(json.dumps(model.fingerprint, sort_keys=True).encode()).hexdigest()
     return {"version": 1, "input": str(path.resolve()), "input_bytes": stat.st_size, "input_mtime_ns": stat.st_mtime_ns,
-            "model": str(model.directory.resolve()), "model_sha256": digest, "top_k": top_k, "chunk_size": chunk_size,
-            "exclude_seen": exclude_seen, "num_rows": num_rows, "num_parts": -(-num_rows // chunk_size)}
+            "model": str(model.directory.resolve()), "family": model.family, "model_sha256": digest, "top_k": top_k,
+            "chunk_size": chunk_size, "exclude_seen": exclude_seen, "num_rows": num_rows,
+            "num_parts": -(-num_rows // chunk_size), "index": model.index_kind, "id_column": id_column,
+            "matches_only": matches_only}
 
 
 def _check_same_job(output: Path, want: dict[str, Any]) -> None:
@@ -170,8 +208,7 @@ def _check_same_job(output: Path, want: dict[str, Any]) -> None:
         have = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise JobError(f"{path}: unreadable job manifest ({exc}); use another --output") from None
-    for key in ("input", "input_bytes", "input_mtime_ns", "model_sha256", "top_k", "chunk_size", "exclude_seen",
-                "num_rows"):
+    for key in JOB_KEYS:
         if have.get(key) != want[key]:
             raise JobError(f"{output}: holds another scoring job ({key}: {have.get(key)!r} there, {want[key]!r} now); "
                            "use another --output, or delete the directory to start over")
@@ -179,8 +216,11 @@ def _check_same_job(output: Path, want: dict[str, Any]) -> None:
 
 def run_job(model: ExportedModel, input_path: str | Path, output: str | Path, top_k: int = 20,
             chunk_size: int = 100_000, exclude_seen: bool = True, batch: int | None = None,
-            progress: bool = True) -> JobSummary:
-    """Score every row of ``input_path`` into parts under ``output`` (see the module docstring); resumable."""
+            progress: bool = True, id_column: str = "id", matches_only: bool = False) -> JobSummary:
+    """Score every row of ``input_path`` into parts under ``output`` (see the module docstring); resumable.
+
+    For a linkage model, ``id_column`` names the records' id column (``left_id`` of the output) and
+    ``matches_only`` keeps the candidates scoring at least the export's threshold; ``exclude_seen`` is unused."""
     from tqdm import tqdm
 
     if top_k < 1:
@@ -190,14 +230,22 @@ def run_job(model: ExportedModel, input_path: str | Path, output: str | Path, to
     input_path, output = Path(input_path), Path(output)
     if output.exists() and not output.is_dir():
         raise JobError(f"{output}: exists and is not a directory")
-    lf, num_rows = scan_input(input_path, model.user_ids.dtype)
-    want = _manifest(input_path, model, top_k, chunk_size, num_rows, exclude_seen)
+    linkage = model.family == "linkage"
+    if linkage:
+        lf, num_rows = scan_input(input_path, columns=list(dict.fromkeys([id_column, *model.input_fields])))
+        want = _manifest(input_path, model, top_k, chunk_size, num_rows, False, id_column, matches_only)
+    else:
+        lf, num_rows = scan_input(input_path, model.user_ids.dtype)
+        want = _manifest(input_path, model, top_k, chunk_size, num_rows, exclude_seen)
     if (output / MANIFEST).is_file():
         _check_same_job(output, want)
     else:
         if output.is_dir() and any(p.name.startswith("part-") for p in output.iterdir()):
             raise JobError(f"{output}: holds part files but no {MANIFEST}; use another --output")
-        _check_users(input_path, lf, model)
+        if linkage:
+            _check_ids(input_path, lf, id_column)
+        else:
+            _check_users(input_path, lf, model)
     output.mkdir(parents=True, exist_ok=True)
     tic = time.perf_counter()
     with _locked(output):
@@ -215,7 +263,8 @@ def run_job(model: ExportedModel, input_path: str | Path, output: str | Path, to
                 if part_path(output, i).is_file():
                     continue
                 rows = lf.slice(i * chunk_size, chunk_size).collect()
-                write_part(output, i, score_chunk(model, i, rows, top_k, exclude_seen, batch))
+                write_part(output, i, score_chunk(model, i, rows, top_k, exclude_seen, batch, id_column,
+                                                  matches_only))
                 written += 1
                 bar.update(rows.height)
         output_rows = sum(pl.scan_parquet(part_path(output, i)).select(pl.len()).collect().item()

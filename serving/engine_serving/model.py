@@ -9,7 +9,10 @@ and, by family,
 
 plus ``users.parquet`` / ``items.parquet`` (internal index -> original id; a null item is never recommended) and
 ``seen_indptr.npy`` / ``seen_items.npy`` (CSR of the score columns each user has seen). Arrays are memory-mapped, so
-loading costs the id maps, not the histories.
+loading costs the id maps, not the histories. ``--index faiss`` (:meth:`ExportedModel.use_faiss`) searches the item
+vectors instead of scoring every column: ``item_embeddings.npy`` and, for graph models, ``user_embeddings.npy``
+(the same propagated embeddings the ONNX graph holds). A ``linkage`` export is a :class:`engine_serving.linkage.
+LinkageModel`; :func:`load_model` returns the right one.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from engine.errors import DataError
 from .errors import ModelError
 from .topk import masked_topk
 
-__all__ = ["ExportedModel", "load_model"]
+__all__ = ["ExportedModel", "load_model", "read_export", "make_session"]
 
 log = logging.getLogger("engine.serving")
 
@@ -35,30 +38,63 @@ log = logging.getLogger("engine.serving")
 BATCH_FLOATS = 1 << 23
 
 
+FAMILIES = ("graph", "sequence", "linkage")
+
+
+def read_export(directory: str | Path) -> dict[str, Any]:
+    """``export.json`` of an export directory, checked to have a ``serving`` block. Raises ModelError."""
+    directory = Path(directory)
+    meta_path = directory / "export.json"
+    if not directory.is_dir():
+        raise ModelError(f"{directory}: not a directory; --model takes the directory `engine export -o DIR` "
+                         "wrote, an MLflow run id or a runs:/<run_id>/<path> URI")
+    if not meta_path.is_file():
+        raise ModelError(f"{directory}: not an engine export (no export.json); write one with "
+                         "`engine export PIPELINE -o DIR`")
+    try:
+        meta: dict[str, Any] = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"{meta_path}: unreadable ({exc})") from None
+    serving = meta.get("serving")
+    if not isinstance(serving, dict) or serving.get("family") not in FAMILIES:
+        raise ModelError(f"{directory}: this export has no serving files (export.json has no `serving` "
+                         "block); export it again with this version of engine")
+    return meta
+
+
+def make_session(path: Path, prefer_gpu: bool = True, threads: int | None = None):
+    """``(onnxruntime session, provider it uses)``, with ``threads`` intra- and inter-op threads when given."""
+    from engine.export import onnx_session
+
+    session, provider = onnx_session(path, prefer_gpu=prefer_gpu)
+    if threads:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        options.intra_op_num_threads = options.inter_op_num_threads = threads
+        providers = [p for p in session.get_providers() if p in ("CUDAExecutionProvider", "CPUExecutionProvider")]
+        session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
+        provider = session.get_providers()[0]
+    return session, provider
+
+
 class ExportedModel:
     """Scores users of an exported model with onnxruntime. Thread-safe for scoring (onnxruntime's ``run`` is)."""
 
-    def __init__(self, directory: str | Path, prefer_gpu: bool = True, threads: int | None = None) -> None:
-        from engine.export import onnx_session
+    #: ``engine score --top-k`` when not given
+    default_k = 20
 
+    def __init__(self, directory: str | Path, prefer_gpu: bool = True, threads: int | None = None) -> None:
         self.directory = Path(directory)
         meta_path = self.directory / "export.json"
-        if not self.directory.is_dir():
-            raise ModelError(f"{self.directory}: not a directory; --model takes the directory `engine export -o DIR` "
-                             "wrote, an MLflow run id or a runs:/<run_id>/<path> URI")
-        if not meta_path.is_file():
-            raise ModelError(f"{self.directory}: not an engine export (no export.json); write one with "
-                             "`engine export PIPELINE -o DIR`")
-        try:
-            self.meta: dict[str, Any] = json.loads(meta_path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise ModelError(f"{meta_path}: unreadable ({exc})") from None
-        serving = self.meta.get("serving")
-        if not isinstance(serving, dict) or serving.get("family") not in ("graph", "sequence"):
-            raise ModelError(f"{self.directory}: this export has no serving files (export.json has no `serving` "
-                             "block); export it again with this version of engine")
+        self.meta = read_export(self.directory)
+        serving = self.meta["serving"]
+        if serving["family"] not in ("graph", "sequence"):
+            raise ModelError(f"{self.directory}: a {serving['family']} export; load it with engine_serving.load_model")
         self.family: str = serving["family"]
-        files = {k: self.directory / v for k, v in serving.items() if k != "family"}
+        self.threads = threads
+        files = {k: self.directory / v for k, v in serving.items() if k != "family" and isinstance(v, str)}
         onnx_name = "model.onnx" if self.family == "graph" else "sequence_encoder.onnx"
         files["onnx"] = self.directory / onnx_name
         if self.family == "sequence":
@@ -73,28 +109,44 @@ class ExportedModel:
         self.seen_items = np.load(files["seen_items"], mmap_mode="r")
         self.invalid_columns = np.flatnonzero(self.item_ids.is_null().to_numpy())
         self._index = pl.DataFrame({"user": self.user_ids, "__index": np.arange(self.num_users, dtype=np.int64)})
+        self._sorted_ids = self._id_order = None
+        if self.user_ids.dtype.is_integer() and not self.user_ids.null_count():
+            ids = self.user_ids.to_numpy().astype(np.int64)
+            self._id_order = np.argsort(ids, kind="stable")
+            self._sorted_ids = ids[self._id_order]
         if self.family == "sequence":
             self.histories = np.load(files["histories"], mmap_mode="r")
             self.item_table = np.ascontiguousarray(np.load(files["item_embeddings"]), dtype=np.float32)
             self.item_index = {v: i for i, v in enumerate(self.item_ids.to_list()) if v is not None}
-        self.session, self.provider = onnx_session(files["onnx"], prefer_gpu=prefer_gpu)
-        if threads:
-            self._set_threads(files["onnx"], threads, prefer_gpu)
+        self._files = files
+        self.session, self.provider = make_session(files["onnx"], prefer_gpu, threads)
         self.num_items = self.item_ids.len()  # score columns
         self.fingerprint = {"export.json": meta_path.read_text(encoding="utf-8"),
                             "onnx_bytes": files["onnx"].stat().st_size}
+        self.faiss = None  # a FaissTopK after use_faiss()
+        self.index_kind = "exact"
         log.info("model %s (%s): %d users, %d score columns, onnxruntime provider %s", self.directory,
                  self.family, self.num_users, self.num_items, self.provider)
 
-    def _set_threads(self, path: Path, threads: int, prefer_gpu: bool) -> None:
-        import onnxruntime as ort
+    def use_faiss(self, **options: Any) -> str:
+        """Search top-k with faiss from now on (options: those of :class:`engine_serving.faiss_index.FaissTopK`);
+        returns the index built, e.g. ``"FlatIP"``. Graph exports need ``user_embeddings.npy`` and
+        ``item_embeddings.npy`` (written by engine export since faiss support)."""
+        from .faiss_index import FaissTopK
 
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        options.intra_op_num_threads = options.inter_op_num_threads = threads
-        providers = [p for p in self.session.get_providers() if p in ("CUDAExecutionProvider", "CPUExecutionProvider")]
-        self.session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
-        self.provider = self.session.get_providers()[0]
+        if self.family == "graph":
+            missing = [k for k in ("user_embeddings", "item_embeddings") if k not in self._files
+                       or not self._files[k].is_file()]
+            if missing:
+                raise ModelError(f"{self.directory}: --index faiss needs {' and '.join(m + '.npy' for m in missing)}"
+                                 "; export the model again with this version of engine (or use --index exact)")
+            self.user_table = np.load(self._files["user_embeddings"], mmap_mode="r")
+            items = np.load(self._files["item_embeddings"])
+        else:
+            items = self.item_table
+        self.faiss = FaissTopK(items, self.invalid_columns, threads=self.threads, **options)
+        self.index_kind = f"faiss {self.faiss.kind}"
+        return self.faiss.kind
 
     # -- ids ----------------------------------------------------------------------------------------------------------
     def user_index(self, users: pl.Series) -> np.ndarray:
@@ -106,13 +158,21 @@ class ExportedModel:
         except Exception:  # noqa: BLE001 - polars raises several types
             raise DataError(f"column 'user' has type {users.dtype}, but the model's user ids are "
                             f"{self.user_ids.dtype}") from None
-        frame = pl.DataFrame({"user": users}).with_row_index("__row")
-        joined = frame.join(self._index, on="user", how="left").sort("__row")
-        unknown = joined.filter(pl.col("__index").is_null())["user"]
-        if unknown.len():
-            shown = ", ".join(map(str, unknown.unique(maintain_order=True).head(5).to_list()))
-            raise DataError(f"{unknown.n_unique()} user id(s) unknown to the model (e.g. {shown})")
-        return joined["__index"].to_numpy().astype(np.int64)
+        if self._sorted_ids is not None:  # integer ids: binary search (no frame, no join: the server's path)
+            wanted = users.to_numpy().astype(np.int64, copy=False)
+            pos = np.searchsorted(self._sorted_ids, wanted).clip(max=self._sorted_ids.size - 1)
+            found = self._sorted_ids[pos] == wanted if self._sorted_ids.size else np.zeros(wanted.size, bool)
+            if found.all():
+                return self._id_order[pos]
+            unknown = users.filter(pl.Series(~found))
+        else:
+            frame = pl.DataFrame({"user": users}).with_row_index("__row")
+            joined = frame.join(self._index, on="user", how="left").sort("__row")
+            unknown = joined.filter(pl.col("__index").is_null())["user"]
+            if not unknown.len():
+                return joined["__index"].to_numpy().astype(np.int64)
+        shown = ", ".join(map(str, unknown.unique(maintain_order=True).head(5).to_list()))
+        raise DataError(f"{unknown.n_unique()} user id(s) unknown to the model (e.g. {shown})")
 
     def unknown_users(self, users: pl.Series) -> pl.Series:
         """The distinct ids of ``users`` the model does not know (for validating a whole input up front)."""
@@ -160,6 +220,8 @@ class ExportedModel:
         sub-batches of ``batch`` users (default: :data:`BATCH_FLOATS` scores, which stay in cache). A user with
         fewer than ``k`` unseen items gets ``-1`` columns and ``-inf`` scores in the tail."""
         n = index.size if index is not None else item_seq.shape[0]
+        if self.faiss is not None:
+            return self._recommend_faiss(index, k, exclude_seen, item_seq, extra_seen)
         batch = batch or max(1, min(n, BATCH_FLOATS // max(self.num_items, 1)))
         cols, vals = np.empty((n, k), dtype=np.int64), np.empty((n, k), dtype=np.float32)
         for s in range(0, n, batch):
@@ -172,14 +234,39 @@ class ExportedModel:
             cols[s:s + batch], vals[s:s + batch] = masked_topk(scores, k, rows, columns, self.invalid_columns)
         return cols, vals
 
+    def query_vectors(self, index: np.ndarray | None = None, item_seq: np.ndarray | None = None,
+                      batch: int = 1024) -> np.ndarray:
+        """``float32 [b, d]``: what the scores are the inner products of with the item vectors (faiss queries)."""
+        if self.family == "graph":
+            return np.ascontiguousarray(self.user_table[index], dtype=np.float32)
+        if item_seq is None:
+            item_seq = np.asarray(self.histories[index])
+        return np.concatenate([self.session.run(None, {"item_seq": np.ascontiguousarray(item_seq[s:s + batch],
+                                                                                        dtype=np.int64)})[0]
+                               for s in range(0, item_seq.shape[0], batch)]) if item_seq.shape[0] else \
+            np.zeros((0, self.item_table.shape[1]), np.float32)
+
+    def _recommend_faiss(self, index, k, exclude_seen, item_seq, extra_seen):
+        queries = self.query_vectors(index, item_seq)
+        rows, columns = self.seen(index) if (exclude_seen and index is not None) else (np.empty(0, np.int64),) * 2
+        if extra_seen is not None:
+            rows, columns = np.concatenate([rows, extra_seen[0]]), np.concatenate([columns, extra_seen[1]])
+        return self.faiss.search(queries, k, rows, columns)
+
     def original_items(self, columns: np.ndarray) -> pl.Series:
         """Original item ids of score columns (valid columns only: no ``-1``)."""
         return self.item_ids.gather(pl.Series(columns, dtype=pl.Int64))
 
 
 def load_model(model: str, tracking_uri: str | None = None, prefer_gpu: bool = True,
-               threads: int | None = None) -> ExportedModel:
-    """An :class:`ExportedModel` from a directory, an MLflow run id or a ``runs:/<run_id>/<path>`` URI."""
+               threads: int | None = None):
+    """An :class:`ExportedModel` (graph, sequence) or a :class:`engine_serving.linkage.LinkageModel` from a
+    directory, an MLflow run id or a ``runs:/<run_id>/<path>`` URI."""
     from .resolve import resolve_model
 
-    return ExportedModel(resolve_model(model, tracking_uri), prefer_gpu=prefer_gpu, threads=threads)
+    directory = resolve_model(model, tracking_uri)
+    if read_export(directory)["serving"]["family"] == "linkage":
+        from .linkage import LinkageModel
+
+        return LinkageModel(directory, prefer_gpu=prefer_gpu, threads=threads)
+    return ExportedModel(directory, prefer_gpu=prefer_gpu, threads=threads)

@@ -5,6 +5,10 @@
   ``{"user": id, "k": 10}`` -> the user's top-k unseen items; for sequential models also
   ``{"sequence": [item, ...], "k": 10}`` -> the top-k next items after that sequence (its items excluded).
   Optional ``"exclude_seen": false`` keeps seen items. Answer: ``{"items": [...], "scores": [...]}``.
+* ``POST /match`` (linkage models) with ``{"record": {field: value, ...}, "k": 10}`` -> the record's top-k
+  candidates in the export's right table, best first: ``{"ids": [...], "scores": [...], "threshold": t}``
+  (``"matches_only": true`` keeps those scoring at least ``t``). Values are strings, numbers or null; a missing
+  field is a missing value, as in training, but at least one field must be given and unknown fields are refused.
 
 Malformed requests get 400 (bad JSON, wrong types, k out of range), unknown users or items 404, unknown routes 404,
 other methods 405, bodies over 1 MiB 413; every error body is ``{"error": "..."}``. It binds 127.0.0.1 by default.
@@ -26,7 +30,7 @@ from engine.errors import DataError
 
 from .model import ExportedModel
 
-__all__ = ["make_server", "recommend", "RequestError", "MAX_K"]
+__all__ = ["make_server", "recommend", "match", "RequestError", "MAX_K"]
 
 log = logging.getLogger("engine.serving")
 
@@ -44,17 +48,24 @@ def _jsonable(value: Any) -> Any:
     return value.item() if isinstance(value, np.generic) else value
 
 
+def _k(request: dict[str, Any]) -> int:
+    k = request.get("k", 10)
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_K:
+        raise RequestError(HTTPStatus.BAD_REQUEST, f"'k' must be an integer in [1, {MAX_K}] (got {k!r})")
+    return k
+
+
 def recommend(model: ExportedModel, request: Any) -> dict[str, Any]:
     """The answer to one ``/recommend`` body (already parsed from JSON). Raises RequestError."""
     bad = HTTPStatus.BAD_REQUEST
+    if model.family == "linkage":
+        raise RequestError(bad, "this is a linkage model: POST /match {\"record\": {...}}")
     if not isinstance(request, dict):
         raise RequestError(bad, "the body must be a JSON object")
     unknown = set(request) - {"user", "sequence", "k", "exclude_seen"}
     if unknown:
         raise RequestError(bad, f"unknown field(s): {', '.join(sorted(unknown))}")
-    k = request.get("k", 10)
-    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_K:
-        raise RequestError(bad, f"'k' must be an integer in [1, {MAX_K}] (got {k!r})")
+    k = _k(request)
     exclude = request.get("exclude_seen", True)
     if not isinstance(exclude, bool):
         raise RequestError(bad, f"'exclude_seen' must be true or false (got {exclude!r})")
@@ -91,9 +102,50 @@ def recommend(model: ExportedModel, request: Any) -> dict[str, Any]:
     return {"items": [_jsonable(i) for i in items], "scores": scores}
 
 
+def match(model, request: Any) -> dict[str, Any]:
+    """The answer to one ``/match`` body (already parsed from JSON) for a linkage model. Raises RequestError."""
+    bad = HTTPStatus.BAD_REQUEST
+    if model.family != "linkage":
+        raise RequestError(bad, f"/match needs a linkage model; this one is a {model.family} model: POST /recommend")
+    if not isinstance(request, dict):
+        raise RequestError(bad, "the body must be a JSON object")
+    unknown = set(request) - {"record", "k", "matches_only"}
+    if unknown:
+        raise RequestError(bad, f"unknown field(s): {', '.join(sorted(unknown))}")
+    k = _k(request)
+    only = request.get("matches_only", False)
+    if not isinstance(only, bool):
+        raise RequestError(bad, f"'matches_only' must be true or false (got {only!r})")
+    record = request.get("record")
+    if not isinstance(record, dict):
+        raise RequestError(bad, "'record' must be an object of field values, e.g. {\"record\": {\"name\": \"...\"}}")
+    fields = model.input_fields
+    extra = set(record) - set(fields)
+    if extra:
+        raise RequestError(bad, f"unknown record field(s): {', '.join(sorted(extra))}; the model's fields: "
+                                f"{', '.join(fields)}")
+    if not record:
+        raise RequestError(bad, f"'record' has no field; the model's fields: {', '.join(fields)}")
+    for name, value in record.items():
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (str, int, float))):
+            raise RequestError(bad, f"record field {name!r} must be a string, a number or null (got {value!r})")
+    from .linkage import clean_value
+
+    _, cols, scores = model.match({f: [clean_value(record.get(f))] for f in fields}, k, matches_only=only)
+    ids = model.right_ids.gather(pl.Series(cols, dtype=pl.Int64)).to_list()
+    return {"ids": ids, "scores": [float(v) for v in scores], "threshold": model.threshold}
+
+
+#: POST routes -> their answer
+ROUTES = {"/recommend": recommend, "/match": match}
+
+
 class _Handler(BaseHTTPRequestHandler):
     server_version = "engine-serve/0.1"
     protocol_version = "HTTP/1.1"
+    #: TCP_NODELAY: on a keep-alive connection the headers and the body are two writes, and Nagle's algorithm holds
+    #: the second until the client's delayed ACK (~40 ms per request on Linux)
+    disable_nagle_algorithm = True
     model: ExportedModel
 
     def log_message(self, fmt: str, *args: Any) -> None:  # route the access log through logging
@@ -108,18 +160,25 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
     def do_GET(self) -> None:  # noqa: N802
-        if self.path.split("?", 1)[0] == "/health":
+        path = self.path.split("?", 1)[0]
+        if path == "/health":
             m = self.server.model
-            self._send(HTTPStatus.OK, {"status": "ok", "family": m.family, "provider": m.provider,
-                                       "num_users": m.num_users, "num_items": m.num_items})
-        elif self.path.split("?", 1)[0] == "/recommend":
-            self._send(HTTPStatus.METHOD_NOT_ALLOWED, {"error": "use POST /recommend"})
+            body = {"status": "ok", "family": m.family, "provider": m.provider, "index": m.index_kind}
+            if m.family == "linkage":
+                body.update({"num_right": m.num_right, "fields": m.input_fields, "threshold": m.threshold})
+            else:
+                body.update({"num_users": m.num_users, "num_items": m.num_items})
+            self._send(HTTPStatus.OK, body)
+        elif path in ROUTES:
+            self._send(HTTPStatus.METHOD_NOT_ALLOWED, {"error": f"use POST {path}"})
         else:
-            self._send(HTTPStatus.NOT_FOUND, {"error": f"no route {self.path}; try GET /health, POST /recommend"})
+            self._send(HTTPStatus.NOT_FOUND, {"error": f"no route {self.path}; try GET /health, POST /recommend, "
+                                                       "POST /match"})
 
     def do_POST(self) -> None:  # noqa: N802
-        if self.path.split("?", 1)[0] != "/recommend":
-            self._send(HTTPStatus.NOT_FOUND, {"error": f"no route {self.path}; try POST /recommend"})
+        route = ROUTES.get(self.path.split("?", 1)[0])
+        if route is None:
+            self._send(HTTPStatus.NOT_FOUND, {"error": f"no route {self.path}; try POST /recommend, POST /match"})
             return
         try:
             length = int(self.headers.get("Content-Length", ""))
@@ -137,11 +196,11 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(HTTPStatus.BAD_REQUEST, {"error": "the body is not valid JSON"})
             return
         try:
-            self._send(HTTPStatus.OK, recommend(self.server.model, request))
+            self._send(HTTPStatus.OK, route(self.server.model, request))
         except RequestError as err:
             self._send(err.status, {"error": str(err)})
         except Exception:  # noqa: BLE001 - a bug: log it, answer 500, keep serving
-            log.exception("recommend failed")
+            log.exception("%s failed", self.path)
             self._send(HTTPStatus.INTERNAL_SERVER_ERROR, {"error": "internal error"})
 
     def _not_allowed(self) -> None:

@@ -3,6 +3,8 @@ once per session (``engine run`` + ``engine export`` in-process), with the PyTor
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import pathlib
 import sys
@@ -121,3 +123,101 @@ def seq_model(tmp_path_factory) -> Trained:
         _invoke("export", pipeline, "-o", root / "export")
         task, model = _load_trained(pipeline)
     return Trained(pipeline, root / "export", task, model)
+
+
+# -- linkage --------------------------------------------------------------------------------------------------------
+FIRST = ["john", "mary", "peter", "susan", "robert", "linda", "james", "karen", "david", "nancy", "paul", "emma",
+         "steven", "laura", "kevin", "alice", "brian", "chloe", "frank", "grace"]
+LAST = ["smith", "brown", "taylor", "wilson", "clarke", "walker", "wright", "hughes", "turner", "morgan", "cooper"]
+CITY = ["paris", "lyon", "nice", "lille", "nantes", "rennes"]
+
+
+def write_linkage_tables(d: pathlib.Path, n: int = 60, seed: int = 0) -> pathlib.Path:
+    """A DeepMatcher folder: tableA / tableB (B a typo'd copy of A, ids a<i> / b<i>, some years missing on A),
+    train / valid / test pairs (each match and two near misses)."""
+    import random
+
+    import polars as pl
+
+    rng = random.Random(seed)
+    d.mkdir(parents=True, exist_ok=True)
+    names = rng.sample([(f, l) for f in FIRST for l in LAST], n)
+    ents = [(f, l, rng.choice(CITY), str(rng.randint(1940, 2000))) for f, l in names]
+
+    def typo(word):
+        i = rng.randrange(len(word))
+        return word[:i] + "x" + word[i + 1:]
+
+    pl.DataFrame({"id": [f"a{i}" for i in range(n)], "name": [f"{e[0]} {e[1]}" for e in ents],
+                  "city": [e[2] for e in ents], "year": [e[3] if i % 7 else None for i, e in enumerate(ents)]}
+                 ).write_csv(d / "tableA.csv")
+    pl.DataFrame({"id": [f"b{i}" for i in range(n)], "name": [f"{typo(e[0])} {e[1]}" for e in ents],
+                  "city": [e[2] for e in ents], "year": [e[3] for e in ents]}).write_csv(d / "tableB.csv")
+    order = list(range(n))
+    rng.shuffle(order)
+    cuts = {"train": order[: n // 2], "valid": order[n // 2: 3 * n // 4], "test": order[3 * n // 4:]}
+    for split, ids in cuts.items():
+        rows = [(1, i, i) for i in ids]
+        rows += [(0, i, j) for i in ids for j in rng.sample([j for j in range(n) if j != i], 2)]
+        pl.DataFrame({"label": [r[0] for r in rows], "left_id": [f"a{r[1]}" for r in rows],
+                      "right_id": [f"b{r[2]}" for r in rows]}).write_csv(d / f"{split}.csv")
+    return d
+
+
+@contextlib.contextmanager
+def _linkage_plugins():
+    """The objectives and linkage plugins registered in memory, unless they already are."""
+    from engine.plugins import plugin, pm
+    from engine_linkage import plugin as lmod
+    from engine_objectives import plugin as omod
+
+    with contextlib.ExitStack() as stack:
+        for mod, name in ((omod, "objectives"), (lmod, "linkage")):
+            if pm.get_plugin(name) is None:
+                stack.enter_context(plugin(mod, name=name))
+        yield
+
+
+def _linkage(tmp_path_factory, name: str, model_cfg: dict) -> Trained:
+    root = tmp_path_factory.mktemp(name)
+    d = write_linkage_tables(root / "dm")
+    doc = {
+        "name": name, "task": "linkage", "seed": 3,
+        "data": {"source": "deepmatcher_csv", "path": str(d),
+                 "fields": {"name": "text", "city": "categorical", "year": "numeric"}},
+        "model": {"dim": 16, "encoders": {"text": {"name": "char_ngram", "num_buckets": 4096, "max_ngrams": 32}},
+                  "blocking_k": 4, "matches_out": str(root / "matches.parquet"), **model_cfg},
+        "train": {"epochs": 5, "batch_size": 16, "lr": 0.01, "monitor": "f1", "patience": None,
+                  "checkpoint_dir": str(root / "checkpoints"), "num_threads": 1},
+        "evaluate": {"geometry": False},
+        "tracking": {"enabled": False},
+    }
+    pipeline = root / "pipeline.yaml"
+    pipeline.write_text(yaml.safe_dump(doc, sort_keys=False))
+    with _linkage_plugins():
+        _invoke("run", pipeline, "--no-track")
+        _invoke("export", pipeline, "-o", root / "export")
+        task, model = _load_trained(pipeline)
+        task.evaluate(model, "valid")  # chooses the threshold on valid, as the export did
+    assert "serving" in json.loads((root / "export" / "export.json").read_text())  # written by LinkageTask
+    return Trained(pipeline, root / "export", task, model)
+
+
+@pytest.fixture(scope="session")
+def linkage_model(tmp_path_factory) -> Trained:
+    """A linkage bi-encoder with a pair classifier (text, categorical and numeric fields: both ONNX inputs) on 60
+    generated entities, 5 epochs, exported with its serving files."""
+    return _linkage(tmp_path_factory, "linkage-rerank", {})
+
+
+@pytest.fixture(scope="session")
+def linkage_cosine_model(tmp_path_factory) -> Trained:
+    """The same data, cosine scores (no classifier), mean fusion and a whole-record field."""
+    return _linkage(tmp_path_factory, "linkage-cosine", {"rerank": None, "fusion": "mean", "whole_record": True})
+
+
+@pytest.fixture
+def linkage_registry():
+    """The linkage plugin registered in memory, so featurisers can be rebuilt from the registry."""
+    with _linkage_plugins():
+        yield

@@ -11,6 +11,17 @@ import torch
 K = 10
 
 
+def known_items(task) -> list[set[int]]:
+    """Each user's items in train, valid and test: what serving never recommends."""
+    d = task.data
+    seen = [set() for _ in range(d.num_users)]
+    for frame in (d.train, d.valid, d.test):
+        if frame is not None:
+            for u, i in zip(frame["user"].to_list(), frame["item"].to_list()):
+                seen[u].add(i)
+    return seen
+
+
 def naive_topk(scores: torch.Tensor, seen: list[set[int]], k: int, never: set[int] = frozenset()):
     """Per user, in float64: drop seen / never-recommended columns, sort the rest by score, keep k."""
     out = []
@@ -39,10 +50,7 @@ def test_graph_scores_match_torch_topk(graph_model, tmp_path):
 
     task, model = graph_model.task, graph_model.model
     users_emb, items_emb = task.embeddings(model)
-    train = task.data.train
-    seen = [set() for _ in range(task.data.num_users)]
-    for u, i in zip(train["user"].to_list(), train["item"].to_list()):
-        seen[u].add(i)
+    seen = known_items(task)
     users = list(range(task.data.num_users))
     expected = naive_topk(users_emb @ items_emb.T, seen, K)
 
@@ -139,3 +147,25 @@ def test_two_stage_topk_equals_torch_topk(n, k):
     assert torch.equal(want.values, got[0])
     finite = torch.isfinite(want.values)
     assert torch.equal(want.indices[finite], got[1][finite])
+
+
+def test_graph_export_marks_every_known_interaction_seen(graph_model):
+    """The export's seen items are each user's train, valid and test items (each pair once), and none of them is
+    ever recommended; before, only train items were excluded."""
+    from engine_serving import load_model, score_chunk
+
+    served = load_model(str(graph_model.export), threads=1)
+    known = known_items(graph_model.task)
+    d = graph_model.task.data
+    assert d.valid is not None and d.valid.height and d.test.height
+    for u in range(d.num_users):
+        row = served.seen_items[served.seen_indptr[u]:served.seen_indptr[u + 1]].tolist()
+        assert row == sorted(known[u]), u  # sorted, no duplicate
+    held_out = [(u, i) for u, i in zip(d.test["user"].to_list(), d.test["item"].to_list())][:50]
+    users = sorted({u for u, _ in held_out})
+    everything = score_chunk(served, 0, pl.DataFrame({"user": users}), served.num_items)
+    recommended = set(zip(everything["user"].to_list(), everything["item"].to_list()))
+    assert not recommended & set(held_out)
+    assert everything.height == sum(served.num_items - len(known[u]) for u in users)
+    kept = score_chunk(served, 0, pl.DataFrame({"user": users}), served.num_items, exclude_seen=False)
+    assert set(held_out) <= set(zip(kept["user"].to_list(), kept["item"].to_list()))

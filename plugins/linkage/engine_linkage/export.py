@@ -1,40 +1,168 @@
-"""The exported graph of the record encoder: featurised record -> unit-norm record vector.
+"""The exported graphs of a linkage model, and the files batch scoring and the HTTP server read beside them.
 
-``torch.onnx.export`` names the graph inputs after ``forward``'s parameters, so there is one wrapper per input
-combination (id fields only, value fields only, both).
+* ``record_encoder.onnx``: featurised record -> unit-norm record vector (:func:`record_encoder_export`).
+  ``torch.onnx.export`` names the graph inputs after ``forward``'s parameters, so there is one wrapper per input
+  combination (id fields only, value fields only, both).
+* :func:`write_serving_files`: the right table's record vectors and ids (the candidates of ``engine score`` and of
+  ``POST /match``), how to featurise a raw record again (each slot's registry encoder and options), the threshold,
+  and with a pair classifier (``model.rerank``) ``pair_scorer.onnx`` (both featurised records of a pair -> match
+  probability) with the right table's features.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
 import torch
 from torch import Tensor, nn
 
-__all__ = ["record_encoder_export"]
+from engine.fields import field_inputs_graph
 
+from .model import jaccard
 
-class _Both(nn.Module):
-    def __init__(self, encoder: nn.Module) -> None:
-        super().__init__()
-        self.encoder = encoder
-
-    def forward(self, ids: Tensor, values: Tensor) -> Tensor:
-        return self.encoder(ids, values)
-
-
-class _Ids(_Both):
-    def forward(self, ids: Tensor) -> Tensor:  # type: ignore[override]
-        return self.encoder(ids, torch.zeros(ids.shape[0], 0, dtype=torch.float32))
-
-
-class _Values(_Both):
-    def forward(self, values: Tensor) -> Tensor:  # type: ignore[override]
-        return self.encoder(torch.zeros(values.shape[0], 0, dtype=torch.long), values)
+__all__ = ["record_encoder_export", "pair_scorer_export", "featurizer_spec", "write_serving_files"]
 
 
 def record_encoder_export(encoder: nn.Module, slots) -> tuple[nn.Module, tuple[str, ...]]:
+    """The record encoder as a graph of its featurised inputs (see :func:`engine.fields.field_inputs_graph`)."""
+    return field_inputs_graph(encoder, slots)
+
+
+# -- the pair classifier --------------------------------------------------------------------------------------------
+class _PairBoth(nn.Module):
+    """``sigmoid(classifier(...))`` of featurised pairs: what ``LinkageTask.score_pairs`` computes with ``rerank``."""
+
+    def __init__(self, encoder: nn.Module, classifier: nn.Module, jaccard_slices: Sequence[tuple[int, int]]) -> None:
+        super().__init__()
+        self.encoder, self.classifier = encoder, classifier
+        self.jaccard_slices = [(int(o), int(w)) for o, w in jaccard_slices]
+
+    def score(self, li: Tensor, lv: Tensor, ri: Tensor, rv: Tensor) -> Tensor:
+        enc = self.encoder
+        fl, ml = enc.field_vectors(li, lv)
+        fr, mr = enc.field_vectors(ri, rv)
+        u, v = enc.fuse(fl, ml), enc.fuse(fr, mr)
+        jac = (torch.stack([jaccard(li[:, o:o + w], ri[:, o:o + w]) for o, w in self.jaccard_slices], 1)
+               if self.jaccard_slices else None)
+        return torch.sigmoid(self.classifier(fl, ml, fr, mr, u, v, jac))
+
+    def forward(self, left_ids: Tensor, left_values: Tensor, right_ids: Tensor, right_values: Tensor) -> Tensor:
+        return self.score(left_ids, left_values, right_ids, right_values)
+
+
+class _PairIds(_PairBoth):
+    def forward(self, left_ids: Tensor, right_ids: Tensor) -> Tensor:  # type: ignore[override]
+        none = torch.zeros(left_ids.shape[0], 0, dtype=torch.float32)
+        return self.score(left_ids, none, right_ids, none)
+
+
+class _PairValues(_PairBoth):
+    def forward(self, left_values: Tensor, right_values: Tensor) -> Tensor:  # type: ignore[override]
+        none = torch.zeros(left_values.shape[0], 0, dtype=torch.long)
+        return self.score(none, left_values, none, right_values)
+
+
+def pair_scorer_export(encoder: nn.Module, classifier: nn.Module, slots,
+                       jaccard_slots=()) -> tuple[nn.Module, tuple[str, ...]]:
+    """The pair classifier as a module of the featurised left and right records (one input per side and kind
+    in use: ``left_ids``, ``left_values``, ``right_ids``, ``right_values``) -> match probability ``[batch]``."""
     kinds = {s.kind for s in slots}
+    slices = [(s.offset, s.width) for s in jaccard_slots]
     if kinds == {"ids"}:
-        return _Ids(encoder).eval(), ("ids",)
+        return _PairIds(encoder, classifier, slices).eval(), ("left_ids", "right_ids")
     if kinds == {"values"}:
-        return _Values(encoder).eval(), ("values",)
-    return _Both(encoder).eval(), ("ids", "values")
+        return _PairValues(encoder, classifier, slices).eval(), ("left_values", "right_values")
+    return _PairBoth(encoder, classifier, slices).eval(), ("left_ids", "left_values", "right_ids", "right_values")
+
+
+# -- serving files --------------------------------------------------------------------------------------------------
+def featurizer_spec(encoder: nn.Module) -> dict[str, Any]:
+    """``{"name", "options"}``: the registry name of a field encoder and the options of its ``Config`` that it
+    holds, enough to rebuild its ``featurize`` from the registry (``cls.from_config(cls.Config(**options))``)."""
+    cls = type(encoder)
+    options: dict[str, Any] = {}
+    for key in cls.Config.model_fields:  # the options it keeps as attributes of the same name
+        value = getattr(encoder, key, None)
+        if isinstance(value, (str, int, float, bool, list, tuple)):
+            options[key] = list(value) if isinstance(value, tuple) else value
+    get = getattr(encoder, "get_config_dict", None)
+    if callable(get):
+        options.update({k: list(v) if isinstance(v, tuple) else v for k, v in get().items()
+                        if k in cls.Config.model_fields})
+    return {"name": cls.name, "options": options}
+
+
+@torch.no_grad()
+def _vectors(encoder: nn.Module, ids: Tensor, values: Tensor, batch: int) -> np.ndarray:
+    out = [encoder(ids[i:i + batch], values[i:i + batch]).float() for i in range(0, ids.shape[0], batch)]
+    return torch.cat(out).numpy() if out else np.zeros((0, encoder.dim), np.float32)
+
+
+def write_serving_files(directory: str | Path, encoder: nn.Module, slots, right_ids: Sequence[str],
+                        right_features: tuple[Tensor, Tensor], *, fields: Sequence[str], whole_record: bool,
+                        threshold: float, blocking_k: int, dedup: bool = False, classifier: nn.Module | None = None,
+                        jaccard_slots=(), batch_size: int = 1024) -> dict[str, Any]:
+    """Write what ``engine score`` / ``engine serve`` need beside ``record_encoder.onnx``; return the ``serving``
+    block of ``export.json``.
+
+    * ``right_ids.parquet`` (column ``right_id``) and ``right_vectors.npy`` (``float32 [R, dim]``, the encoder's
+      vectors of the right table, or of the one table of a dedup task): what a record is matched against;
+    * with ``classifier``: ``pair_scorer.onnx`` (see :func:`pair_scorer_export`; parity checked) and the right
+      table's features ``right_features_ids.npy`` / ``right_features_values.npy``, so candidates are re-scored
+      as in evaluation and ``threshold`` (chosen on valid, on that score) applies.
+
+    Args:
+        encoder: the record encoder (copied to the CPU here).
+        slots: its field slots (``task.slots``).
+        right_ids: ids of the right table's records, in feature row order.
+        right_features: ``(ids, values)`` of the right table, as in training (``task.features["right"]``).
+        fields: the data's fields in order (what ``whole_record`` joins).
+        whole_record: whether a ``_record`` text field joins them.
+        threshold: the match threshold chosen on valid.
+        blocking_k: candidates per record in evaluation (the default top-k of ``engine score``).
+        dedup: one table (the right table is the left one): a record is never its own candidate.
+        classifier: the pair classifier (``model.classifier``), or None when pairs are scored by cosine.
+        jaccard_slots: the slots whose n-gram Jaccard similarity feeds the classifier (empty when it takes none).
+    """
+    import copy
+
+    import polars as pl
+
+    from engine.export import export_onnx, parity_check
+
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    encoder = copy.deepcopy(encoder).cpu().eval()  # the caller's model stays where it is
+    ids, values = right_features
+    vectors = _vectors(encoder, ids, values, batch_size)
+    np.save(out / "right_vectors.npy", vectors)
+    pl.DataFrame({"right_id": pl.Series(list(right_ids), dtype=pl.String)}).write_parquet(out / "right_ids.parquet")
+    specs = {s.encoder: featurizer_spec(encoder.encoders[s.encoder]) for s in slots}
+    serving: dict[str, Any] = {
+        "family": "linkage", "encoder": "record_encoder.onnx", "right_ids": "right_ids.parquet",
+        "right_vectors": "right_vectors.npy", "fields": list(fields), "whole_record": bool(whole_record),
+        "slots": [{"field": s.name, "modality": s.modality, "key": s.encoder, "input": s.kind, "offset": s.offset,
+                   "width": s.width, **specs[s.encoder]} for s in slots],
+        "widths": {"ids": int(ids.shape[1]), "values": int(values.shape[1])},
+        "threshold": float(threshold), "blocking_k": int(blocking_k), "dedup": bool(dedup),
+        "score": "cosine" if classifier is None else "probability", "pair_scorer": None}
+    if classifier is not None:
+        module, names = pair_scorer_export(encoder, copy.deepcopy(classifier).cpu().eval(), slots, jaccard_slots)
+        pick = {"ids": ids, "values": values}
+        kinds = [n.split("_", 1)[1] for n in names[: len(names) // 2]]
+        n = ids.shape[0]
+        g = torch.Generator().manual_seed(0)
+        a, b = torch.randint(0, n, (min(257, n),), generator=g), torch.randint(0, n, (min(257, n),), generator=g)
+        example = tuple(pick[k][a[:4]] for k in kinds) + tuple(pick[k][b[:4]] for k in kinds)
+        path = out / "pair_scorer.onnx"
+        export_onnx(module, example, path, list(names), ["match_probability"], dynamic_batch=list(names))
+        probe = tuple(pick[k][a] for k in kinds) + tuple(pick[k][b] for k in kinds)
+        report = parity_check(module, path, probe, list(names))
+        np.save(out / "right_features_ids.npy", ids.numpy())
+        np.save(out / "right_features_values.npy", values.numpy())
+        serving.update({"pair_scorer": "pair_scorer.onnx", "pair_scorer_max_abs_diff": report["max_abs_diff"],
+                        "right_features_ids": "right_features_ids.npy",
+                        "right_features_values": "right_features_values.npy"})
+    return serving

@@ -35,18 +35,18 @@ from pydantic import Field
 from engine.components import ComponentConfig, ObjectiveOutput, require_pair_objective
 from engine.config import EncoderSpec, ObjectiveSpec
 from engine.errors import ConfigError
+from engine.fields import build_field_encoders, featurize_fields
 from engine.task import Task
 
 from .blocking import knn_candidates
 from .metrics import best_threshold, classify, cluster_prf, connected_components, pair_completeness, pair_keys, \
     reduction_ratio
-from .model import FieldSlot, PairClassifier, RecordEncoder, jaccard
+from .model import PairClassifier, RecordEncoder, jaccard
 from .records import LinkageData
 from .tabular import CategoricalEncoder
 
 __all__ = ["LinkageTask", "LinkageModelConfig", "RerankConfig"]
 
-DEFAULT_ENCODERS = {"text": "char_ngram", "categorical": "categorical", "numeric": "numeric"}
 #: what evaluate("valid") reports, hence what train.monitor may name
 VALID_METRICS = ("f1", "precision", "recall")
 RECORD_FIELD = "_record"
@@ -121,64 +121,16 @@ class LinkageTask(Task):
         cols = [table.values(f) for f in self.data.fields]
         return [" ".join(v for v in row if v) or None for row in zip(*cols)]
 
-    def _encoders(self) -> dict[str, torch.nn.Module]:
-        """One encoder per key of ``model.encoders`` in use (``key`` or ``key#i`` for the i-th of a list), plus the
-        default categorical / numeric ones when a field needs them."""
-        m, dim = self.model_cfg, self.model_cfg.dim
-        out = {}
-        for key in sorted({k for f, mod in self.fields().items() for k in self._encoder_keys(f, mod)}):
-            base, _, i = key.partition("#")
-            spec = m.encoders.get(base)
-            if isinstance(spec, list):
-                spec = spec[int(i)]
-            if spec is not None:
-                enc = spec.build(self.registry, dim=dim)
-            else:
-                entry = self.registry.get("encoder", DEFAULT_ENCODERS[key], where=f"model.encoders.{key}")
-                enc = entry.cls.from_config(entry.cls.Config(), dim=dim)
-            if not callable(getattr(enc, "featurize", None)) or getattr(enc, "input_kind", None) not in ("ids",
-                                                                                                        "values"):
-                raise ConfigError(f"model.encoders.{key}: {type(enc).__name__} is not a field encoder (it needs "
-                                  "featurize() and input_kind); use char_ngram, categorical, numeric or sentence")
-            out[key] = enc
-        return out
-
-    def _encoder_keys(self, field: str, modality: str) -> list[str]:
-        """A field's encoders: ``model.encoders[<field name>]``, else that of its modality, else the text one; a
-        list of encoders encodes the field once with each (one slot each)."""
-        encs = self.model_cfg.encoders
-        key = field if field in encs else modality if modality in encs or modality in DEFAULT_ENCODERS else "text"
-        spec = encs.get(key)
-        return [f"{key}#{i}" for i in range(len(spec))] if isinstance(spec, list) else [key]
-
     def build_model(self) -> torch.nn.Module:
         m, d = self.model_cfg, self.data
-        encoders = self._encoders()
-        slots, blocks = [], {"left": {"ids": [], "values": []}, "right": {"ids": [], "values": []}}
-        offsets = {"ids": 0, "values": 0}
+        fields = self.fields()
+        encoders = build_field_encoders(self.registry, fields, m.encoders, m.dim)
         n_left = len(d.left)
-        for fname, modality in self.fields().items():
-            values = self.values(d.left, fname) + ([] if d.dedup else self.values(d.right, fname))
-            for key in self._encoder_keys(fname, modality):
-                enc = encoders[key]
-                if callable(getattr(enc, "fit", None)):
-                    enc.fit(values)
-                feats = enc.featurize(values)
-                kind = enc.input_kind
-                slots.append(FieldSlot(fname, modality, key, kind, offsets[kind], feats.shape[1]))
-                offsets[kind] += feats.shape[1]
-                blocks["left"][kind].append(feats[:n_left])
-                blocks["right"][kind].append(feats[n_left:] if not d.dedup else feats[:0])
-        self.slots = slots
-        self.features: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
-        for side in ("left",) if d.dedup else ("left", "right"):
-            n = n_left if side == "left" else len(d.right)
-            ids = np.concatenate(blocks[side]["ids"], 1) if blocks[side]["ids"] else np.zeros((n, 0), np.int64)
-            vals = (np.concatenate(blocks[side]["values"], 1) if blocks[side]["values"]
-                    else np.zeros((n, 0), np.float32))
-            self.features[side] = (torch.from_numpy(ids), torch.from_numpy(vals))
-        if d.dedup:
-            self.features["right"] = self.features["left"]
+        columns = {f: self.values(d.left, f) + ([] if d.dedup else self.values(d.right, f)) for f in fields}
+        feats = featurize_fields(fields, columns, encoders, m.encoders)
+        self.slots = slots = feats.slots
+        left = feats.rows(0, n_left)
+        self.features = {"left": left, "right": left if d.dedup else feats.rows(n_left, n_left + len(d.right))}
         model = torch.nn.Module()
         model.encoder = RecordEncoder(slots, encoders, m.dim, m.fusion)
         model.contrast = require_pair_objective(m.objective.build(self.registry), "model.objective")
@@ -450,7 +402,7 @@ class LinkageTask(Task):
 
         from engine.export import export_onnx, parity_check
 
-        from .export import record_encoder_export
+        from .export import record_encoder_export, write_serving_files
 
         if self.threshold is None:  # `engine export` loads weights without evaluating: choose it on valid now
             self.evaluate(model, "valid")
@@ -472,6 +424,13 @@ class LinkageTask(Task):
              "options": getattr(encoder.encoders[s.encoder], "get_config_dict", dict)()} for s in self.slots]}
         schema_path = out / "record_schema.json"
         schema_path.write_text(json.dumps(schema, indent=2))
+        m = self.model_cfg
+        serving = write_serving_files(
+            out, encoder, self.slots, self.data.right_table.ids, self.features["right"],
+            fields=list(self.data.fields), whole_record=m.whole_record, threshold=self.threshold,
+            blocking_k=m.blocking_k, dedup=self.data.dedup, classifier=getattr(model, "classifier", None),
+            jaccard_slots=self.jaccard_slots if m.rerank is not None and m.rerank.jaccard else ())
         return {"path": str(path), "schema": str(schema_path), "dim": self.model_cfg.dim,
                 "inputs": {k: ("int64" if k == "ids" else "float32") + "[batch, width]" for k in names},
-                "outputs": {"record_vector": "float32[batch, dim]"}, "threshold": self.threshold, **report}
+                "outputs": {"record_vector": "float32[batch, dim]"}, "threshold": self.threshold, **report,
+                "serving": serving}

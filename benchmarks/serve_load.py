@@ -1,0 +1,380 @@
+"""Load test of ``engine serve`` from a second process, on loopback: requests/s and p50 / p99 latency, then malformed
+requests, each of which must get a 4xx while the server keeps answering ``/health``.
+
+The server is a real ``engine serve`` subprocess bound to 127.0.0.1 on a free port. This process is the client:
+``--concurrency`` threads, each with its own keep-alive connection, send valid requests (``POST /recommend`` for
+uniformly drawn known users of a graph or sequential model; ``POST /match`` for records drawn from ``--records`` with
+a linkage model) until ``--requests`` have been sent or ``--seconds`` have passed, whichever comes first. Latency is
+measured per request, client side (send to last byte read). Then the malformed requests of :func:`malformed_cases`
+(bad JSON, a non-object body, an unknown user, wrong types, missing fields, k out of range, an unknown field, a body
+over the limit, no Content-Length, an unknown route, a wrong method) go out one by one, each followed by
+``GET /health`` on a fresh connection and, at the end, one valid request whose answer must equal the first one's.
+
+The model is ``--model DIR`` (an ``engine export`` directory), or ``--pipeline YAML``: trained here with
+``engine run --no-track`` (``--epochs``, one torch thread) and exported with ``engine export`` into ``--work``.
+
+    .venv/bin/python benchmarks/serve_load.py --pipeline pipelines/quickstart.yaml --epochs 2 \\
+        --requests 3000 --seconds 60 --concurrency 4 --threads 1 --out out/serve_load.json
+
+Exit status 1 when a valid request failed or a malformed one did not get a 4xx (or took the server down).
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# -- the server ---------------------------------------------------------------------------------------------------
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def engine_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "engine.cli", *map(str, args)]
+
+
+def child_env(threads: int) -> dict[str, str]:
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
+           "PYTHONPATH": os.pathsep.join([str(ROOT / "serving"), os.environ.get("PYTHONPATH", "")])}
+    env.pop("ENGINE_LOAD_PLUGINS", None)  # `engine serve` of a linkage model needs the installed plugins
+    return env
+
+
+def train_and_export(pipeline: str, epochs: int, work: Path, threads: int) -> Path:
+    """``engine run`` (untracked, ``epochs`` epochs, checkpoints under ``work``) then ``engine export``."""
+    sets = ["--set", f"train.epochs={epochs}", "--set", f"train.num_threads={threads}",
+            "--set", f"train.checkpoint_dir={work / 'checkpoints'}"]
+    env = child_env(threads)
+    for cmd in (engine_cmd("run", pipeline, "--no-track", *sets),
+                engine_cmd("export", pipeline, *sets, "-o", work / "export")):
+        done = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise SystemExit(f"{' '.join(cmd[2:4])} failed:\n{done.stderr[-3000:]}")
+    return work / "export"
+
+
+def start_server(model: str | Path, threads: int = 1, port: int | None = None,
+                 timeout: float = 120.0) -> tuple[subprocess.Popen, int]:
+    """``engine serve --model MODEL`` on 127.0.0.1 and a free port; returns once ``GET /health`` answers 200."""
+    port = port or free_port()
+    proc = subprocess.Popen(engine_cmd("serve", "--model", model, "--host", "127.0.0.1", "--port", port,
+                                       "--threads", threads),
+                            env=child_env(threads), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"engine serve exited with {proc.returncode}:\n{proc.stderr.read().decode()[-3000:]}")
+        try:
+            if request(port, "GET", "/health", timeout=2)[0] == 200:
+                return proc, port
+        except OSError:
+            pass
+        time.sleep(0.1)
+    stop_server(proc)
+    raise RuntimeError(f"engine serve did not answer /health within {timeout:.0f} s")
+
+
+def stop_server(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+# -- requests -----------------------------------------------------------------------------------------------------
+def request(port: int, method: str, path: str, body: Any = None, raw: bytes | None = None,
+            conn: http.client.HTTPConnection | None = None, timeout: float = 30.0) -> tuple[int, Any]:
+    """One request (on ``conn`` when given, else a fresh connection): ``(status, parsed JSON body or None)``."""
+    own = conn is None
+    conn = conn or http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
+        conn.request(method, path, body=data, headers={"Content-Type": "application/json"})
+        response = conn.getresponse()
+        payload = response.read()
+        try:
+            return response.status, json.loads(payload) if payload else None
+        except ValueError:
+            return response.status, None
+    finally:
+        if own:
+            conn.close()
+
+
+def _header_only(port: int, headers: dict[str, str]) -> int:
+    """``POST /recommend`` with ``headers`` and no body bytes sent (a declared body too large, or no length)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        conn.putrequest("POST", "/recommend")
+        for name, value in headers.items():
+            conn.putheader(name, value)
+        conn.endheaders()
+        response = conn.getresponse()
+        response.read()
+        return response.status
+    finally:
+        conn.close()
+
+
+@dataclass
+class LoadResult:
+    sent: int
+    ok: int
+    seconds: float
+    latencies_ms: list[float]
+    failures: list[str] = field(default_factory=list)
+    answers: list[tuple[Any, Any]] = field(default_factory=list)  #: (request body, response body) of 200s
+
+    @property
+    def requests_per_second(self) -> float:
+        return self.sent / self.seconds if self.seconds > 0 else 0.0
+
+    def percentile(self, q: float) -> float:
+        """The ``q``-th percentile of the latencies (nearest rank), ms."""
+        ordered = sorted(self.latencies_ms)
+        if not ordered:
+            return float("nan")
+        rank = max(1, -(-q * len(ordered) // 100))
+        return ordered[int(rank) - 1]
+
+    def summary(self) -> dict[str, Any]:
+        return {"requests": self.sent, "ok": self.ok, "failed": len(self.failures), "seconds": round(self.seconds, 3),
+                "requests_per_s": round(self.requests_per_second, 1), "p50_ms": round(self.percentile(50), 2),
+                "p99_ms": round(self.percentile(99), 2), "max_ms": round(max(self.latencies_ms, default=0), 2)}
+
+
+def run_load(port: int, bodies: Iterator[tuple[str, Any]], max_requests: int, max_seconds: float,
+             concurrency: int = 4, keep_answers: int = 0) -> LoadResult:
+    """Send ``(path, body)`` items of ``bodies`` as POSTs from ``concurrency`` threads (one keep-alive connection
+    each) until ``max_requests`` are sent or ``max_seconds`` have passed; keep the first ``keep_answers`` answers."""
+    lock = threading.Lock()
+    latencies: list[float] = []
+    failures: list[str] = []
+    answers: list[tuple[Any, Any]] = []
+    counter = {"sent": 0, "ok": 0}
+    deadline = time.monotonic() + max_seconds
+
+    def take() -> tuple[str, Any] | None:
+        with lock:
+            if counter["sent"] >= max_requests or time.monotonic() >= deadline:
+                return None
+            counter["sent"] += 1
+            return next(bodies)
+
+    def worker() -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        try:
+            while (item := take()) is not None:
+                path, body = item
+                tic = time.perf_counter()
+                try:
+                    status, payload = request(port, "POST", path, body, conn=conn)
+                except (OSError, http.client.HTTPException) as exc:
+                    conn.close()  # reconnects on the next request
+                    status, payload = -1, f"{type(exc).__name__}: {exc}"
+                ms = (time.perf_counter() - tic) * 1e3
+                with lock:
+                    latencies.append(ms)
+                    if status == 200:
+                        counter["ok"] += 1
+                        if len(answers) < keep_answers:
+                            answers.append((body, payload))
+                    elif len(failures) < 20:
+                        failures.append(f"{path} {json.dumps(body)} -> {status} {payload}")
+        finally:
+            conn.close()
+
+    tic = time.perf_counter()
+    threads = [threading.Thread(target=worker, daemon=True) for _ in range(concurrency)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    seconds = time.perf_counter() - tic
+    return LoadResult(counter["sent"], counter["ok"], seconds, latencies, failures, answers)
+
+
+def malformed_cases(family: str, known: Any, unknown: Any, record: dict | None = None) -> list[tuple[str, dict]]:
+    """``(name, spec)`` of malformed requests for a model of ``family``; ``known`` / ``unknown``: a user id the
+    model knows / does not know (graph, sequence), ``record`` a valid record (linkage). A spec is the keyword
+    arguments of :func:`request` (``method``, ``path``, ``body`` or ``raw``), or ``headers`` for a request whose
+    body is never sent."""
+    route = "/match" if family == "linkage" else "/recommend"
+    cases: list[tuple[str, dict]] = [
+        ("bad JSON", {"path": route, "raw": b'{"user": 1,'}),
+        ("not UTF-8", {"path": route, "raw": b"\xff\xfe\x00"}),
+        ("JSON array body", {"path": route, "body": [1, 2, 3]}),
+        ("empty object", {"path": route, "body": {}}),
+        ("body over 1 MiB (declared)", {"headers": {"Content-Length": str(2 << 20)}}),
+        ("no Content-Length", {"headers": {}}),
+        ("unknown route", {"path": "/predict", "body": {"user": known}}),
+        ("GET on a POST route", {"method": "GET", "path": route}),
+        ("DELETE", {"method": "DELETE", "path": route}),
+    ]
+    if family == "linkage":
+        cases += [
+            ("record not an object", {"path": route, "body": {"record": ["a", "b"]}}),
+            ("record with no known field", {"path": route, "body": {"record": {"nope": "x"}}}),
+            ("field value a list", {"path": route, "body": {"record": {next(iter(record)): [1]}}}),
+            ("k as string", {"path": route, "body": {"record": record, "k": "5"}}),
+            ("k too large", {"path": route, "body": {"record": record, "k": 10 ** 6}}),
+            ("k zero", {"path": route, "body": {"record": record, "k": 0}}),
+            ("unknown top-level field", {"path": route, "body": {"record": record, "colour": 1}}),
+            ("/recommend on a linkage model", {"path": "/recommend", "body": {"user": 1}}),
+        ]
+        return cases
+    cases += [
+        ("unknown user", {"path": route, "body": {"user": unknown, "k": 5}}),
+        ("user as float", {"path": route, "body": {"user": 1.5}}),
+        ("user as list", {"path": route, "body": {"user": [known]}}),
+        ("user null", {"path": route, "body": {"user": None}}),
+        ("missing user", {"path": route, "body": {"k": 5}}),
+        ("k as string", {"path": route, "body": {"user": known, "k": "5"}}),
+        ("k as float", {"path": route, "body": {"user": known, "k": 2.5}}),
+        ("k too large", {"path": route, "body": {"user": known, "k": 10 ** 6}}),
+        ("k zero", {"path": route, "body": {"user": known, "k": 0}}),
+        ("exclude_seen not a bool", {"path": route, "body": {"user": known, "exclude_seen": "no"}}),
+        ("unknown field", {"path": route, "body": {"user": known, "colour": "red"}}),
+        ("user and sequence", {"path": route, "body": {"user": known, "sequence": [1]}}),
+        ("/match on a recommender", {"path": "/match", "body": {"record": {"name": "x"}}}),
+    ]
+    return cases
+
+
+def check_malformed(port: int, cases: list[tuple[str, dict]]) -> list[dict[str, Any]]:
+    """Send each case; record its status, whether it was a 4xx, and whether ``/health`` answered 200 after it."""
+    out = []
+    for name, spec in cases:
+        spec = dict(spec)
+        try:
+            if "headers" in spec:
+                status = _header_only(port, spec["headers"])
+            else:
+                status = request(port, spec.pop("method", "POST"), spec.pop("path"), **spec)[0]
+        except (OSError, http.client.HTTPException) as exc:
+            status = f"{type(exc).__name__}"
+        try:
+            healthy = request(port, "GET", "/health", timeout=10)[0] == 200
+        except OSError:
+            healthy = False
+        out.append({"case": name, "status": status, "is_4xx": isinstance(status, int) and 400 <= status < 500,
+                    "healthy_after": healthy})
+    return out
+
+
+# -- what to send -------------------------------------------------------------------------------------------------
+def valid_bodies(export: Path, k: int, seed: int = 0, records: str | None = None) -> tuple[str, Iterator, dict]:
+    """``(family, endless iterator of (path, body), probe)`` for the model in ``export``; ``probe`` holds a known
+    and an unknown user id (graph, sequence) or a record (linkage) for :func:`malformed_cases`."""
+    import numpy as np
+    import polars as pl
+
+    meta = json.loads((export / "export.json").read_text())
+    family = meta["serving"]["family"]
+    rng = np.random.default_rng(seed)
+    if family == "linkage":
+        if not records:
+            raise SystemExit("a linkage model needs --records FILE (records to match, with the model's fields)")
+        fields = meta["serving"]["fields"]
+        frame = pl.read_parquet(records) if records.endswith(".parquet") else pl.read_csv(records, infer_schema=False)
+        rows = frame.select([c for c in fields if c in frame.columns]).to_dicts()
+
+        def gen_records():
+            while True:
+                yield "/match", {"record": rows[int(rng.integers(len(rows)))], "k": k}
+
+        return family, gen_records(), {"record": rows[0]}
+    users = pl.read_parquet(export / meta["serving"]["users"])["user"]
+    ids = users.to_list()
+    unknown = (max(ids) + 1000) if users.dtype.is_integer() else "no-such-user"
+
+    def gen_users():
+        while True:
+            yield "/recommend", {"user": ids[int(rng.integers(len(ids)))], "k": k}
+
+    return family, gen_users(), {"known": ids[0], "unknown": unknown}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    src = parser.add_mutually_exclusive_group(required=True)
+    src.add_argument("--model", help="an `engine export` directory")
+    src.add_argument("--pipeline", help="train (--epochs) and export this pipeline first")
+    parser.add_argument("--epochs", type=int, default=2, help="epochs when training --pipeline")
+    parser.add_argument("--work", default=None, help="where to train and export (default: a temporary directory)")
+    parser.add_argument("--records", default=None, help="records to send to /match (linkage models)")
+    parser.add_argument("--requests", type=int, default=3000, help="at most this many valid requests")
+    parser.add_argument("--seconds", type=float, default=60.0, help="and for at most this long")
+    parser.add_argument("--concurrency", type=int, default=4, help="client threads, one connection each")
+    parser.add_argument("--k", type=int, default=20)
+    parser.add_argument("--threads", type=int, default=1, help="onnxruntime / torch threads of the server")
+    parser.add_argument("--out", default=None, help="also write the results as JSON here")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="serve-load-") as tmp:
+        work = Path(args.work or tmp)
+        if args.pipeline:
+            tic = time.perf_counter()
+            export = train_and_export(args.pipeline, args.epochs, work, args.threads)
+            print(f"trained {args.epochs} epoch(s) of {args.pipeline} and exported to {export} "
+                  f"({time.perf_counter() - tic:.0f} s)", flush=True)
+        else:
+            export = Path(args.model)
+        family, bodies, probe = valid_bodies(export, args.k, records=args.records)
+        proc, port = start_server(export, threads=args.threads)
+        try:
+            _, health = request(port, "GET", "/health")
+            print(f"engine serve pid {proc.pid} on 127.0.0.1:{port}: {json.dumps(health)}", flush=True)
+            request(port, "POST", *next(bodies))  # warm-up
+            load = run_load(port, bodies, args.requests, args.seconds, args.concurrency, keep_answers=1)
+            stats = load.summary()
+            print(f"load: {stats['requests']} requests ({args.concurrency} connections, k={args.k}) in "
+                  f"{stats['seconds']} s: {stats['requests_per_s']} req/s, p50 {stats['p50_ms']} ms, "
+                  f"p99 {stats['p99_ms']} ms, max {stats['max_ms']} ms; {stats['failed']} failed", flush=True)
+            for line in load.failures[:5]:
+                print(f"  failed: {line}")
+            bad = check_malformed(port, malformed_cases(family, probe.get("known"), probe.get("unknown"),
+                                                        probe.get("record")))
+            for row in bad:
+                print(f"  {row['case']:<32} -> {row['status']}  health after: "
+                      f"{'ok' if row['healthy_after'] else 'DOWN'}")
+            body = load.answers[0][0] if load.answers else next(bodies)[1]
+            status, again = request(port, "POST", "/match" if family == "linkage" else "/recommend", body)
+            same = status == 200 and (not load.answers or again == load.answers[0][1])
+            alive = proc.poll() is None
+        finally:
+            stop_server(proc)
+        passed = (load.ok == load.sent and all(r["is_4xx"] and r["healthy_after"] for r in bad) and same and alive)
+        print(f"malformed: {sum(r['is_4xx'] for r in bad)}/{len(bad)} got a 4xx, server "
+              f"{'up' if alive else 'DOWN'} after all of them; a valid request after them: "
+              f"{'same answer' if same else 'DIFFERENT'}; {'PASS' if passed else 'FAIL'}")
+        if args.out:
+            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.out).write_text(json.dumps({
+                "model": str(args.model or args.pipeline), "family": family, "k": args.k,
+                "concurrency": args.concurrency, "server_threads": args.threads, "load": stats,
+                "malformed": bad, "passed": passed}, indent=2))
+    sys.exit(0 if passed else 1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,238 @@
+"""A linkage export, loaded for matching: raw records -> candidates in the export's right table, scored.
+
+An export of the ``linkage`` family holds ``record_encoder.onnx`` and the files of
+:func:`engine_linkage.export.write_serving_files` (``export.json``'s ``serving`` block names them): the right
+table's ids and record vectors, each slot's featuriser (its registry encoder name and options), the threshold chosen
+on valid, and with a pair classifier ``pair_scorer.onnx`` plus the right table's features.
+
+Matching a record, as the task does in evaluation:
+
+1. featurise it as in training: every value read as a string, stripped, empty -> missing; ``_record`` (with
+   ``whole_record``) the non-missing values of the fields joined by a space; each slot's featuriser rebuilt from the
+   registry (so the plugin that registered it, e.g. ``engine-linkage``, must be installed). A slot's features are
+   right-padded with 0 to the slot's width in training, or cut to it (a value with more n-grams than any training
+   value keeps its first ``width``: the graph's slices are fixed);
+2. embed it with the ONNX record encoder (unit-norm vector);
+3. take the ``k`` right records of highest cosine (exact: a matrix product and top-k; or ``--index faiss``); for a
+   dedup export (one table), a record of the table whose id is the input record's is not its own candidate;
+4. score each candidate: the pair classifier's probability where the export has one, else the cosine; order the
+   record's candidates by score and, with ``matches_only``, keep those scoring at least the threshold.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import polars as pl
+
+from engine.errors import DataError
+
+from .errors import ModelError
+from .model import BATCH_FLOATS, make_session, read_export
+from .topk import masked_topk
+
+__all__ = ["LinkageModel", "match_chunk", "record_columns", "clean_value", "RECORD_FIELD"]
+
+log = logging.getLogger("engine.serving")
+
+RECORD_FIELD = "_record"
+#: pairs per run of the pair scorer
+PAIR_BATCH = 4096
+
+
+def clean_value(value: Any) -> str | None:
+    """A raw value as training reads it: a string, whitespace-stripped; empty or null -> None."""
+    if value is None:
+        return None
+    text = str(value).strip()
+    return text or None
+
+
+def record_columns(frame: pl.DataFrame, fields: Sequence[str]) -> dict[str, list[str | None]]:
+    """``{field: values}`` of ``frame`` as training reads a table (strings, stripped, '' -> None)."""
+    out = {}
+    for f in fields:
+        col = frame[f]
+        if col.dtype != pl.String:
+            col = col.cast(pl.String)
+        col = col.str.strip_chars()
+        out[f] = pl.select(pl.when(col == "").then(None).otherwise(col)).to_series().to_list()
+    return out
+
+
+class LinkageModel:
+    """Matches raw records against an export's right table (see the module docstring). Thread-safe for matching."""
+
+    family = "linkage"
+
+    def __init__(self, directory: str | Path, prefer_gpu: bool = True, threads: int | None = None) -> None:
+        self.directory = Path(directory)
+        self.meta = read_export(self.directory)
+        serving = self.meta["serving"]
+        if serving["family"] != "linkage":
+            raise ModelError(f"{self.directory}: a {serving['family']} export, not a linkage one")
+        names = ["encoder", "right_ids", "right_vectors"]
+        if serving.get("pair_scorer"):
+            names += ["pair_scorer", "right_features_ids", "right_features_values"]
+        files = {k: self.directory / serving[k] for k in names}
+        missing = [p.name for p in files.values() if not p.is_file()]
+        if missing:
+            raise ModelError(f"{self.directory}: incomplete export, missing {', '.join(sorted(missing))}")
+        self.threads = threads
+        self.fields: list[str] = list(serving["fields"])
+        self.whole_record: bool = bool(serving["whole_record"])
+        self.slots: list[dict[str, Any]] = list(serving["slots"])
+        self.widths: dict[str, int] = dict(serving["widths"])
+        self.threshold: float = float(serving["threshold"])
+        self.default_k: int = int(serving.get("blocking_k", 10))
+        self.score_kind: str = serving["score"]
+        self.dedup: bool = bool(serving.get("dedup", False))
+        self.right_ids: pl.Series = pl.read_parquet(files["right_ids"])["right_id"]
+        self.right_vectors = np.ascontiguousarray(np.load(files["right_vectors"]), dtype=np.float32)
+        self.num_right, self.dim = self.right_vectors.shape
+        self.session, self.provider = make_session(files["encoder"], prefer_gpu, threads)
+        self.inputs = [i.name for i in self.session.get_inputs()]
+        self.pair_session = None
+        if serving.get("pair_scorer"):
+            self.pair_session, _ = make_session(files["pair_scorer"], prefer_gpu, threads)
+            self.pair_inputs = [i.name for i in self.pair_session.get_inputs()]
+            self.right_features = {"ids": np.load(files["right_features_ids"], mmap_mode="r"),
+                                   "values": np.load(files["right_features_values"], mmap_mode="r")}
+        self.featurizers = self._featurizers()
+        self.fingerprint = {"export.json": (self.directory / "export.json").read_text(encoding="utf-8"),
+                            "onnx_bytes": files["encoder"].stat().st_size}
+        self.faiss = None
+        self.index_kind = "exact"
+        log.info("linkage model %s: %d right records, fields %s, score %s, onnxruntime provider %s",
+                 self.directory, self.num_right, ", ".join(self.fields), self.score_kind, self.provider)
+
+    def _featurizers(self) -> dict[str, Any]:
+        """One featuriser per slot key, rebuilt from the registry with the slot's options (``dim`` 1: only
+        ``featurize`` is used, the weights are in the ONNX graph)."""
+        from engine.plugins import get_registry
+
+        registry = get_registry()
+        out: dict[str, Any] = {}
+        for slot in self.slots:
+            key = slot["key"]
+            if key in out:
+                continue
+            try:
+                entry = registry.get("encoder", slot["name"], where=f"field {slot['field']!r} of {self.directory}")
+                out[key] = entry.cls.from_config(entry.cls.Config(**slot["options"]), dim=1)
+            except Exception as exc:  # noqa: BLE001 - unknown encoder (plugin not installed), options it refuses
+                raise ModelError(f"cannot rebuild the featuriser of field {slot['field']!r} "
+                                 f"({slot['name']}): {str(exc).splitlines()[0]}") from None
+        return out
+
+    # -- records ------------------------------------------------------------------------------------------------------
+    @property
+    def input_fields(self) -> list[str]:
+        """The columns a record needs (the data's fields)."""
+        return list(self.fields)
+
+    def featurize(self, columns: dict[str, list[str | None]]) -> tuple[np.ndarray, np.ndarray]:
+        """``(ids int64 [n, W_ids], values float32 [n, W_values])`` of records given as ``{field: values}`` (values
+        already cleaned: see :func:`record_columns`)."""
+        n = len(next(iter(columns.values()))) if columns else 0
+        if self.whole_record and RECORD_FIELD not in columns:
+            rows = zip(*(columns[f] for f in self.fields))
+            columns = {**columns, RECORD_FIELD: [" ".join(v for v in row if v) or None for row in rows]}
+        out = {"ids": np.zeros((n, self.widths["ids"]), np.int64),
+               "values": np.zeros((n, self.widths["values"]), np.float32)}
+        for slot in self.slots:
+            feats = np.asarray(self.featurizers[slot["key"]].featurize(columns[slot["field"]]))
+            width, kind = slot["width"], slot["input"]
+            if kind == "values" and feats.shape[1] != width:
+                raise ModelError(f"featuriser of field {slot['field']!r} gives {feats.shape[1]} values per record, "
+                                 f"the model takes {width} (another {slot['name']} model than in training?)")
+            take = min(width, feats.shape[1])
+            out[kind][:, slot["offset"]:slot["offset"] + take] = feats[:, :take]
+        return out["ids"], out["values"]
+
+    def embed(self, ids: np.ndarray, values: np.ndarray, batch: int = 1024) -> np.ndarray:
+        """Unit-norm record vectors ``float32 [n, dim]`` (the ONNX record encoder)."""
+        feeds = {"ids": ids, "values": values}
+        parts = [self.session.run(None, {k: np.ascontiguousarray(feeds[k][s:s + batch]) for k in self.inputs})[0]
+                 for s in range(0, ids.shape[0], batch)]
+        return np.concatenate(parts) if parts else np.zeros((0, self.dim), np.float32)
+
+    def use_faiss(self, **options: Any) -> str:
+        """Search candidates with faiss from now on (see :class:`engine_serving.faiss_index.FaissTopK`)."""
+        from .faiss_index import FaissTopK
+
+        self.faiss = FaissTopK(self.right_vectors, threads=self.threads, **options)
+        self.index_kind = f"faiss {self.faiss.kind}"
+        return self.faiss.kind
+
+    def candidates(self, vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The ``k`` right records of highest cosine: ``(columns int64 [n, k], cosines float32 [n, k])``, best
+        first; ``-1`` past the end of a table with fewer than ``k`` records."""
+        if self.faiss is not None:
+            return self.faiss.search(vectors, k)
+        n = vectors.shape[0]
+        cols, vals = np.empty((n, k), np.int64), np.empty((n, k), np.float32)
+        batch = max(1, BATCH_FLOATS // max(self.num_right, 1))
+        empty = np.empty(0, np.int64)
+        for s in range(0, n, batch):
+            cols[s:s + batch], vals[s:s + batch] = masked_topk(vectors[s:s + batch] @ self.right_vectors.T, k,
+                                                               empty, empty)
+        return cols, vals
+
+    def pair_scores(self, ids: np.ndarray, values: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        """Match probabilities of pairs (left record ``rows[i]`` of ``ids`` / ``values``, right record
+        ``cols[i]``), from the pair scorer."""
+        left = {"ids": ids, "values": values}
+        out = []
+        for s in range(0, rows.size, PAIR_BATCH):
+            r, c = rows[s:s + PAIR_BATCH], cols[s:s + PAIR_BATCH]
+            feeds = {}
+            for name in self.pair_inputs:  # left_ids, left_values, right_ids, right_values (those in use)
+                side, kind = name.split("_", 1)
+                source = left[kind][r] if side == "left" else self.right_features[kind][c]
+                feeds[name] = np.ascontiguousarray(source)
+            out.append(self.pair_session.run(None, feeds)[0])
+        return np.concatenate(out) if out else np.zeros(0, np.float32)
+
+    def match(self, columns: dict[str, list[str | None]], k: int, matches_only: bool = False,
+              record_ids: Sequence[str] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(rows, right columns, scores)`` of the candidates of records ``columns``: per record (``rows`` in
+        input order) its top-``k`` by cosine, ordered by score (see the module docstring). For a dedup export,
+        ``record_ids`` (the records' ids) keep a record of the table from being its own candidate."""
+        ids, values = self.featurize(columns)
+        self_match = self.dedup and record_ids is not None
+        cols, cos = self.candidates(self.embed(ids, values), k + 1 if self_match else k)
+        valid = cols >= 0
+        if self_match:  # drop the record itself, keep k
+            right = self.right_ids.to_numpy()
+            valid &= right[np.where(valid, cols, 0)] != np.asarray(record_ids, dtype=object)[:, None]
+            valid &= np.cumsum(valid, axis=1) <= k
+        rows = np.repeat(np.arange(cols.shape[0]), valid.sum(axis=1))
+        cols, scores = cols[valid], cos[valid]
+        if self.pair_session is not None and rows.size:
+            scores = self.pair_scores(ids, values, rows, cols).astype(np.float32)
+            order = np.lexsort((-scores, rows))  # stable: ties keep the cosine order
+            rows, cols, scores = rows[order], cols[order], scores[order]
+        if matches_only:
+            keep = scores >= self.threshold
+            rows, cols, scores = rows[keep], cols[keep], scores[keep]
+        return rows, cols, scores
+
+
+def match_chunk(model: LinkageModel, chunk_index: int, rows: pl.DataFrame, top_k: int, id_column: str = "id",
+                matches_only: bool = False) -> pl.DataFrame:
+    """The part of chunk ``chunk_index`` of a linkage job: columns ``left_id`` (the input's ``id_column``),
+    ``right_id``, ``score``; each input row's candidates best first. Pure (no I/O)."""
+    missing = [c for c in [id_column, *model.input_fields] if c not in rows.columns]
+    if missing:
+        raise DataError(f"chunk {chunk_index}: missing column(s) {', '.join(map(repr, missing))}")
+    left = rows[id_column].cast(pl.String)
+    which, cols, scores = model.match(record_columns(rows, model.input_fields), top_k, matches_only, left.to_list())
+    return pl.DataFrame({
+        "left_id": left.gather(pl.Series(which, dtype=pl.Int64)),
+        "right_id": model.right_ids.gather(pl.Series(cols, dtype=pl.Int64)),
+        "score": pl.Series(scores, dtype=pl.Float32),
+    })
