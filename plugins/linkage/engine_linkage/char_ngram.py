@@ -61,6 +61,22 @@ def hash_ngrams(grams: Sequence[str], num_buckets: int) -> list[int]:
     return [zlib.crc32(g.encode("utf-8")) % (num_buckets - 1) + 1 for g in grams]
 
 
+def padded_ids(rows: Sequence[Sequence[int]]) -> np.ndarray:
+    """``int64 [N, L]``: each row's ids, right-padded with 0 (``L`` the longest row, at least 1)."""
+    out = np.zeros((len(rows), max(1, max((len(r) for r in rows), default=1))), dtype=np.int64)
+    for i, r in enumerate(rows):
+        out[i, : len(r)] = r
+    return out
+
+
+def bag_mean(embedding: nn.Embedding, ids: Tensor) -> tuple[Tensor, Tensor]:
+    """The mean embedding of each row's non-zero ids ``[B, L]`` -> (``[B, D]``, present ``[B]`` bool); written as a
+    masked mean rather than an ``EmbeddingBag`` so that it exports to ONNX."""
+    mask = (ids > 0).unsqueeze(-1).to(embedding.weight.dtype)
+    count = mask.sum(1)
+    return (embedding(ids) * mask).sum(1) / count.clamp(min=1.0), count.squeeze(-1) > 0
+
+
 class CharNgramEncoder(nn.Module, Component):
     """Hashed character n-grams -> mean embedding -> linear projection; for CPU-scale linkage."""
 
@@ -100,20 +116,13 @@ class CharNgramEncoder(nn.Module, Component):
 
     def featurize(self, values: Sequence[str | None]) -> np.ndarray:
         """``int64 [N, L]``: the hashed n-gram ids of each value, 0-padded (``L`` the longest, capped)."""
-        rows = [hash_ngrams(char_ngrams(normalize_text(v, self.lowercase), self.ngram_sizes, self.words)
-                            [: self.max_ngrams], self.num_buckets) for v in values]
-        width = max(1, max((len(r) for r in rows), default=1))
-        out = np.zeros((len(rows), width), dtype=np.int64)
-        for i, r in enumerate(rows):
-            out[i, : len(r)] = r
-        return out
+        return padded_ids([hash_ngrams(char_ngrams(normalize_text(v, self.lowercase), self.ngram_sizes, self.words)
+                                       [: self.max_ngrams], self.num_buckets) for v in values])
 
     def forward(self, ids: Tensor) -> tuple[Tensor, Tensor]:
         """``ids [B, L]`` -> (vectors ``[B, D]``, present ``[B]`` bool)."""
-        mask = (ids > 0).unsqueeze(-1).to(self.embedding.weight.dtype)
-        count = mask.sum(1)
-        mean = (self.embedding(ids) * mask).sum(1) / count.clamp(min=1.0)
-        return self.proj(mean), count.squeeze(-1) > 0
+        mean, present = bag_mean(self.embedding, ids)
+        return self.proj(mean), present
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}, num_buckets={self.num_buckets}, ngram_sizes={list(self.ngram_sizes)}, words={self.words}"

@@ -23,7 +23,7 @@ from torch import Tensor, nn
 
 from engine.components import Component, ComponentConfig
 
-from .char_ngram import normalize_text
+from .char_ngram import bag_mean, hash_ngrams, normalize_text, padded_ids
 
 __all__ = ["CategoricalEncoder", "MultiCategoricalEncoder", "NumericEncoder", "parse_number"]
 
@@ -105,16 +105,10 @@ class MultiCategoricalEncoder(nn.Module, Component):
         return list(dict.fromkeys(t for t in tokens if t))[: self.max_tokens]
 
     def featurize(self, values: Sequence[str | None]) -> np.ndarray:
-        rows = [[zlib.crc32(t.encode("utf-8")) % (self.num_buckets - 1) + 1 for t in self.tokens(v)] for v in values]
-        out = np.zeros((len(rows), max(1, max((len(r) for r in rows), default=1))), dtype=np.int64)
-        for i, r in enumerate(rows):
-            out[i, : len(r)] = r
-        return out
+        return padded_ids([hash_ngrams(self.tokens(v), self.num_buckets) for v in values])
 
     def forward(self, ids: Tensor) -> tuple[Tensor, Tensor]:
-        mask = (ids > 0).unsqueeze(-1).to(self.embedding.weight.dtype)
-        count = mask.sum(1)
-        return (self.embedding(ids) * mask).sum(1) / count.clamp(min=1.0), count.squeeze(-1) > 0
+        return bag_mean(self.embedding, ids)
 
 
 class NumericEncoder(nn.Module, Component):
