@@ -22,7 +22,8 @@ from engine.fields import field_inputs_graph
 
 from .model import jaccard
 
-__all__ = ["record_encoder_export", "pair_scorer_export", "featurizer_spec", "write_serving_files"]
+__all__ = ["record_encoder_export", "pair_scorer_export", "featurizer_spec", "write_serving_files",
+           "export_linkage_model"]
 
 
 def record_encoder_export(encoder: nn.Module, slots) -> tuple[nn.Module, tuple[str, ...]]:
@@ -166,3 +167,42 @@ def write_serving_files(directory: str | Path, encoder: nn.Module, slots, right_
                         "right_features_ids": "right_features_ids.npy",
                         "right_features_values": "right_features_values.npy"})
     return serving
+
+
+def export_linkage_model(task, model, directory: str) -> dict[str, Any]:
+    """``record_encoder.onnx``, ``record_schema.json`` and the serving files of a trained linkage task."""
+    import copy
+    import json
+
+    from engine.export import export_onnx, parity_check
+
+    if task.threshold is None:  # `engine export` loads weights without evaluating: choose it on valid now
+        task.evaluate(model, "valid")
+    encoder = copy.deepcopy(model.encoder).cpu().eval()
+    module, names = record_encoder_export(encoder, task.slots)
+    out = Path(directory)
+    path = out / "record_encoder.onnx"
+    ids, vals = task.features["left"]
+    pick = {"ids": ids, "values": vals}
+    n = ids.shape[0]
+    example = tuple(pick[k][: min(4, n)] for k in names)
+    export_onnx(module, example, path, list(names), ["record_vector"], dynamic_batch=list(names))
+    g = torch.Generator().manual_seed(0)
+    rows = torch.randperm(n, generator=g)[:257]
+    report = parity_check(module, path, tuple(pick[k][rows] for k in names), list(names))
+    schema = {"dim": task.model_cfg.dim, "whole_record": task.model_cfg.whole_record, "fields": [
+        {"name": s.name, "modality": s.modality, "encoder": s.encoder, "input": s.kind, "offset": s.offset,
+         "width": s.width,
+         "options": getattr(encoder.encoders[s.encoder], "get_config_dict", dict)()} for s in task.slots]}
+    schema_path = out / "record_schema.json"
+    schema_path.write_text(json.dumps(schema, indent=2))
+    m = task.model_cfg
+    serving = write_serving_files(
+        out, encoder, task.slots, task.data.right_table.ids, task.features["right"],
+        fields=list(task.data.fields), whole_record=m.whole_record, threshold=task.threshold,
+        blocking_k=m.blocking_k, dedup=task.data.dedup, classifier=getattr(model, "classifier", None),
+        jaccard_slots=task.jaccard_slots if m.rerank is not None and m.rerank.jaccard else ())
+    return {"path": str(path), "schema": str(schema_path), "dim": task.model_cfg.dim,
+            "inputs": {k: ("int64" if k == "ids" else "float32") + "[batch, width]" for k in names},
+            "outputs": {"record_vector": "float32[batch, dim]"}, "threshold": task.threshold, **report,
+            "serving": serving}

@@ -23,7 +23,6 @@ as a tracking artifact), and the record encoder as ONNX with a parity check.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Literal
 
@@ -398,39 +397,6 @@ class LinkageTask(Task):
     def export_onnx(self, model, directory: str) -> dict[str, Any]:
         """``record_encoder.onnx``: ``ids int64 [batch, W_ids]`` and/or ``values float32 [batch, W_values]`` (the
         featurised record, see ``record_schema.json``) -> ``record_vector float32 [batch, dim]`` (unit norm)."""
-        import copy
+        from .export import export_linkage_model
 
-        from engine.export import export_onnx, parity_check
-
-        from .export import record_encoder_export, write_serving_files
-
-        if self.threshold is None:  # `engine export` loads weights without evaluating: choose it on valid now
-            self.evaluate(model, "valid")
-        encoder = copy.deepcopy(model.encoder).cpu().eval()
-        module, names = record_encoder_export(encoder, self.slots)
-        out = Path(directory)
-        path = out / "record_encoder.onnx"
-        ids, vals = self.features["left"]
-        pick = {"ids": ids, "values": vals}
-        n = ids.shape[0]
-        example = tuple(pick[k][: min(4, n)] for k in names)
-        export_onnx(module, example, path, list(names), ["record_vector"], dynamic_batch=list(names))
-        g = torch.Generator().manual_seed(0)
-        rows = torch.randperm(n, generator=g)[:257]
-        report = parity_check(module, path, tuple(pick[k][rows] for k in names), list(names))
-        schema = {"dim": self.model_cfg.dim, "whole_record": self.model_cfg.whole_record, "fields": [
-            {"name": s.name, "modality": s.modality, "encoder": s.encoder, "input": s.kind, "offset": s.offset,
-             "width": s.width,
-             "options": getattr(encoder.encoders[s.encoder], "get_config_dict", dict)()} for s in self.slots]}
-        schema_path = out / "record_schema.json"
-        schema_path.write_text(json.dumps(schema, indent=2))
-        m = self.model_cfg
-        serving = write_serving_files(
-            out, encoder, self.slots, self.data.right_table.ids, self.features["right"],
-            fields=list(self.data.fields), whole_record=m.whole_record, threshold=self.threshold,
-            blocking_k=m.blocking_k, dedup=self.data.dedup, classifier=getattr(model, "classifier", None),
-            jaccard_slots=self.jaccard_slots if m.rerank is not None and m.rerank.jaccard else ())
-        return {"path": str(path), "schema": str(schema_path), "dim": self.model_cfg.dim,
-                "inputs": {k: ("int64" if k == "ids" else "float32") + "[batch, width]" for k in names},
-                "outputs": {"record_vector": "float32[batch, dim]"}, "threshold": self.threshold, **report,
-                "serving": serving}
+        return export_linkage_model(self, model, directory)
