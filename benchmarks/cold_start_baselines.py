@@ -10,6 +10,7 @@ same split (the pipeline's ``data`` block, cold items held out identically):
   pretrained vectors (MiniLM for text when the pipeline names ``sentence``): no training, content only.
 
     .venv/bin/python benchmarks/cold_start_baselines.py pipelines/content-ml100k.yaml [--split test] [--out FILE]
+    .venv/bin/python benchmarks/cold_start_baselines.py pipelines/content-beauty.yaml   # sequences: the history
 """
 
 from __future__ import annotations
@@ -25,6 +26,27 @@ import polars as pl
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def _frames(task, split: str):
+    """``(num_users, score columns, each user's profile items, items to exclude, targets)`` as (user, item) frames.
+
+    Graph CF: the profile is the training interactions, train (and valid at test) items are excluded. Sequences:
+    the profile is the history the model would read (the training prefix, plus the validation item at test), which
+    is excluded with the padding column 0 (``mask_history``), and the target is the next item.
+    """
+    d = task.data
+    if task.name != "seqrec":
+        seen = pl.concat([f.select("user", "item") for f in ([d.train] + ([d.valid] if split == "test" else []))])
+        return d.num_users, d.num_items, d.train.select("user", "item").unique(), seen, \
+            (d.valid if split == "valid" else d.test)
+    users = torch.arange(d.num_users)
+    indptr, items = d.history(split)
+    owner = torch.repeat_interleave(users, indptr[1:] - indptr[:-1])
+    history = pl.DataFrame({"user": owner.numpy(), "item": items.numpy()})
+    padding = pl.DataFrame({"user": users.numpy(), "item": np.zeros(d.num_users, dtype=np.int64)})
+    target = pl.DataFrame({"user": users.numpy(), "item": d.target(split).numpy()})
+    return d.num_users, d.num_items + 1, history.unique(), pl.concat([history, padding]), target
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -50,35 +72,34 @@ def main(argv: list[str] | None = None) -> int:
     if cold is None or feats is None:
         print(f"{args.pipeline}: needs data.item_features and data.cold_items", file=sys.stderr)
         return 2
-    target = d.valid if args.split == "valid" else d.test
-    seen = pl.concat([f.select("user", "item") for f in ([d.train] + ([d.valid] if args.split == "test" else []))])
-    train = d.train.select("user", "item").unique()
-    warm = np.flatnonzero(np.bincount(train["item"].to_numpy(), minlength=d.num_items) > 0)
+    num_users, num_items, profile, seen, target = _frames(task, args.split)
+    train = profile
+    warm = np.flatnonzero(task.warm.numpy()) if hasattr(task.warm, "numpy") else np.asarray(task.warm)
     ev = cfg.evaluate
     results = {}
 
-    counts = torch.from_numpy(np.bincount(train["item"].to_numpy(), minlength=d.num_items).astype(np.float32))
+    counts = torch.from_numpy(np.bincount(train["item"].to_numpy(), minlength=num_items).astype(np.float32))
     tic = time.perf_counter()
-    results["popularity"] = cold_warm_ranking(lambda u: counts.expand(u.numel(), -1), target, seen, d.num_users,
-                                              d.num_items, cold.of_split(args.split), warm, ev.ks, ev.metrics)
+    results["popularity"] = cold_warm_ranking(lambda u: counts.expand(u.numel(), -1), target, seen, num_users,
+                                              num_items, cold.of_split(args.split), warm, ev.ks, ev.metrics)
     results["popularity"]["seconds"] = round(time.perf_counter() - tic, 2)
 
     tic = time.perf_counter()
     specs = cfg.model.content.encoders if cfg.model.content is not None else {}
     encoders = build_field_encoders(registry, feats.fields, specs, 64, where="model.content.encoders")
     features = featurize_fields(feats.fields, feats.columns, encoders, specs)
-    nbr, sim = content_knn(features, d.num_items, np.arange(d.num_items))  # every other item: the full matrix
-    full = torch.zeros(d.num_items, d.num_items)
+    nbr, sim = content_knn(features, num_items, np.arange(num_items))  # every other item: the full matrix
+    full = torch.zeros(num_items, num_items)
     full.scatter_(1, nbr, sim.clamp(min=0))
 
     def knn_scores(users: torch.Tensor) -> torch.Tensor:
         start, stop = int(users.min()), int(users.max()) + 1
-        block = torch.zeros(stop - start, d.num_items)
+        block = torch.zeros(stop - start, num_items)
         sub = train.filter(pl.col("user").is_between(start, stop - 1))
         block[sub["user"].to_numpy() - start, sub["item"].to_numpy()] = 1.0
         return (block @ full)[users - start]
 
-    results["content_knn"] = cold_warm_ranking(knn_scores, target, seen, d.num_users, d.num_items,
+    results["content_knn"] = cold_warm_ranking(knn_scores, target, seen, num_users, num_items,
                                                cold.of_split(args.split), warm, ev.ks, ev.metrics)
     results["content_knn"]["seconds"] = round(time.perf_counter() - tic, 2)
 
