@@ -24,7 +24,7 @@ from its warm neighbours.
 from __future__ import annotations
 
 import warnings
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, NamedTuple
 
 import numpy as np
 import torch
@@ -34,13 +34,16 @@ from torch import Tensor, nn
 
 from .components import ComponentConfig
 from .config import EncoderSpec, ObjectiveSpec
-from .fields import FieldFeatures, RecordEncoder, build_field_encoders, featurize_fields, field_inputs_graph
+from .fields import FieldFeatures, RecordEncoder, build_field_encoders, featurize_fields, featurizer_spec, \
+    field_inputs_graph
 
 if TYPE_CHECKING:  # pragma: no cover
     from .data.item_features import ItemFeatures
     from .registry import Registry
 
-__all__ = ["ContentConfig", "SplitConfig", "ItemGraphConfig", "ItemContent", "content_knn", "orthogonality"]
+__all__ = ["ContentConfig", "SplitConfig", "ItemGraphConfig", "ContentParts", "ItemContent", "attach_content",
+           "alignment_terms", "content_knn", "orthogonality", "item_features_of", "load_item_content",
+           "export_content_encoder"]
 
 
 class SplitConfig(ComponentConfig):
@@ -74,6 +77,18 @@ def orthogonality(a: Tensor, b: Tensor) -> Tensor:
     return (a.T @ b).pow(2).sum() / a.shape[0]
 
 
+class ContentParts(NamedTuple):
+    """The content embeddings' shared part and, with ``split``, their specific part (``None`` otherwise)."""
+
+    shared: Tensor
+    specific: Tensor | None
+
+    @property
+    def total(self) -> Tensor:
+        """The content embeddings: shared + specific."""
+        return self.shared if self.specific is None else self.shared + self.specific
+
+
 class ItemContent(nn.Module):
     """Featurised items (buffers) -> content embeddings ``[I, out_dim]`` (and the shared part with ``split``)."""
 
@@ -99,15 +114,37 @@ class ItemContent(nn.Module):
     def num_items(self) -> int:
         return int(self.ids.shape[0])
 
-    def parts(self, items: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+    def parts(self, items: Tensor | None = None) -> ContentParts:
         """``(shared, specific)`` of ``items`` (default all); ``specific`` is ``None`` without ``split``."""
         ids, values = (self.ids, self.values) if items is None else (self.ids[items], self.values[items])
         v = self.encoder(ids, values)
-        return self.head(v), (self.specific(v) if self.specific is not None else None)
+        return ContentParts(self.head(v), self.specific(v) if self.specific is not None else None)
 
     def forward(self, items: Tensor | None = None) -> Tensor:
-        shared, specific = self.parts(items)
-        return shared if specific is None else shared + specific
+        return self.parts(items).total
+
+
+def attach_content(registry: "Registry", cfg: ContentConfig, features: "ItemFeatures", dim: int, model) -> None:
+    """Add ``model.content`` (an :class:`ItemContent` of width ``dim``) and, with ``cfg.align``,
+    ``model.content_align`` (its pair objective) to ``model``."""
+    from .components import require_pair_objective
+
+    model.content = ItemContent.build(registry, cfg, features, out_dim=dim)
+    if cfg.align is not None:
+        model.content_align = require_pair_objective(cfg.align.build(registry), "model.content.align")
+
+
+def alignment_terms(cfg: ContentConfig, model, collaborative: Tensor, parts: ContentParts,
+                    items: Tensor) -> dict[str, Tensor]:
+    """``content/align`` (the pair objective between the collaborative rows and the shared content of the unique
+    ``items``) and, with ``split``, ``content/orth``; each already weighted."""
+    ii = torch.unique(items)
+    out: dict[str, Tensor] = {}
+    if cfg.align is not None:
+        out["content/align"] = cfg.align.weight * model.content_align(collaborative[ii], parts.shared[ii]).loss
+    if parts.specific is not None and cfg.split.orth_weight > 0:
+        out["content/orth"] = cfg.split.orth_weight * orthogonality(parts.shared[ii], parts.specific[ii])
+    return out
 
 
 def _slot_matrix(x: np.ndarray) -> Tensor:
@@ -176,25 +213,31 @@ def _csr_rows(m: Tensor, rows: Tensor) -> Tensor:
     return out
 
 
-def load_item_content(spec, data) -> tuple[object, "ItemFeatures | None", object]:
-    """``data.item_features`` and ``data.cold_items`` applied to interaction data (:class:`InteractionData`):
-    ``(data with cold items held out, item features or None, ColdItems or None)``.
+def item_features_of(spec, item_ids, num_items: int) -> "ItemFeatures | None":
+    """``data.item_features`` read and joined to the items (``None`` when not set).
 
     Raises:
-        ConfigError: ``cold_items`` without ``item_features`` (cold items could only be ranked at random).
+        ConfigError: ``data.cold_items`` without ``data.item_features`` (cold items could only be ranked at random).
     """
-    from .data.cold_start import hold_out_items
     from .data.item_features import load_item_features
     from .errors import ConfigError
 
-    features = None
-    if spec.item_features is not None:
-        features = load_item_features(spec.item_features, spec.options.get("path"), data.item_ids, data.num_items)
-    cold = None
-    if spec.cold_items is not None:
-        if features is None:
-            raise ConfigError("data.cold_items: needs data.item_features (cold items are ranked by their content)")
-        data, cold = hold_out_items(data, spec.cold_items, eligible=features.has_content)
+    if spec.cold_items is not None and spec.item_features is None:
+        raise ConfigError("data.cold_items: needs data.item_features (cold items are ranked by their content)")
+    if spec.item_features is None:
+        return None
+    return load_item_features(spec.item_features, spec.options.get("path"), item_ids, num_items)
+
+
+def load_item_content(spec, data) -> tuple[object, "ItemFeatures | None", object]:
+    """``data.item_features`` and ``data.cold_items`` applied to interaction data (:class:`InteractionData`):
+    ``(data with cold items held out, item features or None, ColdItems or None)``."""
+    from .data.cold_start import hold_out_items
+
+    features = item_features_of(spec, data.item_ids, data.num_items)
+    if spec.cold_items is None:
+        return data, features, None
+    data, cold = hold_out_items(data, spec.cold_items, eligible=features.has_content)
     return data, features, cold
 
 
@@ -218,19 +261,20 @@ def export_content_encoder(content: ItemContent, directory) -> dict[str, object]
     from pathlib import Path
 
     from .export import export_onnx, parity_check
+    from .files import atomic_open
 
     graph, names = field_inputs_graph(_ContentGraph(content).eval(), content.encoder.slots)
     rows = torch.arange(min(content.num_items, 64))
     example = tuple(getattr(content, n)[rows].cpu() for n in names)
     path = Path(directory) / "content_encoder.onnx"
-    export_onnx(graph, example[:1] if len(names) == 1 else example, path, names, ["content"], dynamic_batch=names)
+    export_onnx(graph, example, path, names, ["content"], dynamic_batch=names)
     probe = torch.randperm(content.num_items)[: min(content.num_items, 257)]
     report = parity_check(graph, path, tuple(getattr(content, n)[probe].cpu() for n in names), names)
+    specs = {s.encoder: featurizer_spec(content.encoder.encoders[s.encoder]) for s in content.encoder.slots}
     slots = [{"field": s.name, "modality": s.modality, "kind": s.kind, "offset": s.offset, "width": s.width,
-              "encoder": getattr(content.encoder.encoders[s.encoder], "name", s.encoder),
-              "options": getattr(content.encoder.encoders[s.encoder], "get_config_dict", dict)()}
+              "encoder": specs[s.encoder]["name"], "options": specs[s.encoder]["options"]}
              for s in content.encoder.slots]
-    (Path(directory) / "content_encoder.json").write_text(json.dumps({"inputs": list(names), "slots": slots},
-                                                                     indent=2))
+    with atomic_open(Path(directory) / "content_encoder.json", "w") as fh:
+        json.dump({"inputs": list(names), "slots": slots}, fh, indent=2)
     return {"path": str(path), "inputs": {n: f"{'int64' if n == 'ids' else 'float32'}[batch, width]" for n in names},
             "outputs": {"content": "float32[batch, dim]"}, **report}

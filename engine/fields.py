@@ -38,7 +38,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from .registry import Registry
 
 __all__ = ["MODALITIES", "DEFAULT_FIELD_ENCODERS", "FieldSlot", "RecordEncoder", "FieldFeatures",
-           "check_fields", "encoder_keys", "build_field_encoders", "featurize_fields", "field_inputs_graph"]
+           "check_fields", "encoder_keys", "build_field_encoders", "featurize_fields", "featurizer_spec",
+           "field_inputs_graph"]
 
 #: the modalities a field can have (``image`` is declared but has no encoder yet)
 MODALITIES = ("text", "categorical", "multi_categorical", "numeric", "date", "image")
@@ -181,6 +182,22 @@ class RecordEncoder(nn.Module):
 
     def forward(self, ids: Tensor, values: Tensor) -> Tensor:
         return self.fuse(*self.field_vectors(ids, values))
+
+
+def featurizer_spec(encoder: nn.Module) -> dict[str, Any]:
+    """``{"name", "options"}``: the registry name of a field encoder and the options of its ``Config`` that it
+    holds, enough to rebuild its ``featurize`` from the registry (``cls.from_config(cls.Config(**options))``)."""
+    cls = type(encoder)
+    options: dict[str, Any] = {}
+    for key in cls.Config.model_fields:  # the options it keeps as attributes of the same name
+        value = getattr(encoder, key, None)
+        if isinstance(value, (str, int, float, bool, list, tuple)):
+            options[key] = list(value) if isinstance(value, tuple) else value
+    get = getattr(encoder, "get_config_dict", None)
+    if callable(get):
+        options.update({k: list(v) if isinstance(v, tuple) else v for k, v in get().items()
+                        if k in cls.Config.model_fields})
+    return {"name": cls.name, "options": options}
 
 
 class _Both(nn.Module):

@@ -23,7 +23,7 @@ from ..components import ComponentConfig
 from ..errors import DataError
 from .interactions import InteractionData
 
-__all__ = ["ColdStartConfig", "ColdItems", "hold_out_items"]
+__all__ = ["ColdStartConfig", "ColdItems", "draw_cold_items", "hold_out_items"]
 
 
 class ColdStartConfig(ComponentConfig):
@@ -50,6 +50,21 @@ class ColdItems:
         return self.valid if split == "valid" else self.test
 
 
+def draw_cold_items(present: np.ndarray, eligible: np.ndarray | None, cfg: ColdStartConfig) -> np.ndarray:
+    """``cfg.ratio`` of the items that are ``present`` (bool, by id) and ``eligible`` (default all), drawn with
+    ``cfg.seed``; sorted ids.
+
+    Raises:
+        DataError: the draw would hold out no item, or every item.
+    """
+    pool = np.flatnonzero(present if eligible is None else present & eligible)
+    n_cold = int(round(cfg.ratio * pool.size))
+    if n_cold < 1 or n_cold >= pool.size:
+        raise DataError(f"data.cold_items.ratio: {cfg.ratio} of {pool.size} eligible items holds out {n_cold}; "
+                        "need at least one cold and one warm item")
+    return np.sort(np.random.default_rng(cfg.seed).choice(pool, n_cold, replace=False))
+
+
 def hold_out_items(data: InteractionData, cfg: ColdStartConfig,
                    eligible: np.ndarray | None = None) -> tuple[InteractionData, ColdItems]:
     """Hold out ``cfg.ratio`` of the ``eligible`` items (bool ``[num_items]``; default all) that have interactions.
@@ -61,12 +76,8 @@ def hold_out_items(data: InteractionData, cfg: ColdStartConfig,
     all_rows = pl.concat([f.select("user", "item") for f in frames])
     present = np.zeros(data.num_items, dtype=bool)
     present[all_rows["item"].unique().to_numpy()] = True
-    pool = np.flatnonzero(present & (np.ones(data.num_items, bool) if eligible is None else eligible))
-    n_cold = int(round(cfg.ratio * pool.size))
-    if n_cold < 1 or n_cold >= pool.size:
-        raise DataError(f"data.cold_items.ratio: {cfg.ratio} of {pool.size} eligible items holds out {n_cold}; "
-                        "need at least one cold and one warm item")
-    cold = np.sort(np.random.default_rng(cfg.seed).choice(pool, n_cold, replace=False))
+    cold = draw_cold_items(present, eligible, cfg)
+    n_cold = cold.size
     perm = np.random.default_rng(cfg.seed + 1).permutation(cold)
     n_valid = int(round(cfg.valid_share * n_cold)) if data.valid is not None else 0
     cold_valid, cold_test = np.sort(perm[:n_valid]), np.sort(perm[n_valid:])

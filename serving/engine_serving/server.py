@@ -55,20 +55,31 @@ def _k(request: dict[str, Any]) -> int:
     return k
 
 
+def _fields(request: Any, allowed: set[str]) -> dict[str, Any]:
+    """``request`` checked to be a JSON object with no field outside ``allowed``."""
+    if not isinstance(request, dict):
+        raise RequestError(HTTPStatus.BAD_REQUEST, "the body must be a JSON object")
+    unknown = set(request) - allowed
+    if unknown:
+        raise RequestError(HTTPStatus.BAD_REQUEST, f"unknown field(s): {', '.join(sorted(unknown))}")
+    return request
+
+
+def _flag(request: dict[str, Any], name: str, default: bool) -> bool:
+    value = request.get(name, default)
+    if not isinstance(value, bool):
+        raise RequestError(HTTPStatus.BAD_REQUEST, f"'{name}' must be true or false (got {value!r})")
+    return value
+
+
 def recommend(model: ExportedModel, request: Any) -> dict[str, Any]:
     """The answer to one ``/recommend`` body (already parsed from JSON). Raises RequestError."""
     bad = HTTPStatus.BAD_REQUEST
     if model.family == "linkage":
         raise RequestError(bad, "this is a linkage model: POST /match {\"record\": {...}}")
-    if not isinstance(request, dict):
-        raise RequestError(bad, "the body must be a JSON object")
-    unknown = set(request) - {"user", "sequence", "k", "exclude_seen"}
-    if unknown:
-        raise RequestError(bad, f"unknown field(s): {', '.join(sorted(unknown))}")
+    request = _fields(request, {"user", "sequence", "k", "exclude_seen"})
     k = _k(request)
-    exclude = request.get("exclude_seen", True)
-    if not isinstance(exclude, bool):
-        raise RequestError(bad, f"'exclude_seen' must be true or false (got {exclude!r})")
+    exclude = _flag(request, "exclude_seen", True)
     has_user, has_seq = "user" in request, "sequence" in request
     if has_user == has_seq:
         want = "'user' or 'sequence'" if model.family == "sequence" else "'user'"
@@ -107,15 +118,9 @@ def match(model, request: Any) -> dict[str, Any]:
     bad = HTTPStatus.BAD_REQUEST
     if model.family != "linkage":
         raise RequestError(bad, f"/match needs a linkage model; this one is a {model.family} model: POST /recommend")
-    if not isinstance(request, dict):
-        raise RequestError(bad, "the body must be a JSON object")
-    unknown = set(request) - {"record", "k", "matches_only"}
-    if unknown:
-        raise RequestError(bad, f"unknown field(s): {', '.join(sorted(unknown))}")
+    request = _fields(request, {"record", "k", "matches_only"})
     k = _k(request)
-    only = request.get("matches_only", False)
-    if not isinstance(only, bool):
-        raise RequestError(bad, f"'matches_only' must be true or false (got {only!r})")
+    only = _flag(request, "matches_only", False)
     record = request.get("record")
     if not isinstance(record, dict):
         raise RequestError(bad, "'record' must be an object of field values, e.g. {\"record\": {\"name\": \"...\"}}")

@@ -12,14 +12,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 import torch
 from torch import Tensor
 
-from engine.components import require_pair_objective
-from engine.content import ContentConfig, ItemContent, content_knn, orthogonality
+from engine.content import ContentConfig, ContentParts, alignment_terms, attach_content, content_knn
 
 from .lightgcn import GraphEncoding
 
@@ -48,9 +45,7 @@ class GraphContent:
     @classmethod
     def build(cls, registry, cfg: ContentConfig, features, warm: Tensor, dim: int, model) -> "GraphContent":
         """Add ``model.content`` (and ``model.content_align``) to ``model``; build the item graph."""
-        model.content = ItemContent.build(registry, cfg, features, out_dim=dim)
-        if cfg.align is not None:
-            model.content_align = require_pair_objective(cfg.align.build(registry), "model.content.align")
+        attach_content(registry, cfg, features, dim, model)
         adjacency = None
         if cfg.item_graph is not None:
             nbr, sim = content_knn(model.content.features, cfg.item_graph.k, np.flatnonzero(warm.numpy()))
@@ -73,27 +68,18 @@ class GraphContent:
             return content + enc.views["item_graph"][enc.users.shape[0]:]
         return content
 
-    def losses(self, model, enc: GraphEncoding, parts: tuple[Tensor, Tensor | None], u: Tensor, i: Tensor,
+    def losses(self, model, enc: GraphEncoding, parts: ContentParts, u: Tensor, i: Tensor,
                j: Tensor) -> dict[str, Tensor]:
         cfg = self.cfg
-        shared, specific = parts
-        content = shared if specific is None else shared + specific
         out: dict[str, Tensor] = {}
         if cfg.rec_weight > 0:
-            view = self.content_view(enc, content)
+            view = self.content_view(enc, parts.total)
             out["content/rec"] = cfg.rec_weight * model.loss(enc.users[u], view[i], view[j]).loss
-        ii = torch.unique(i)
-        if cfg.align is not None:
-            out["content/align"] = cfg.align.weight * model.content_align(enc.items[ii], shared[ii]).loss
-        if specific is not None and cfg.split.orth_weight > 0:
-            out["content/orth"] = cfg.split.orth_weight * orthogonality(shared[ii], specific[ii])
+        out.update(alignment_terms(cfg, model, enc.items, parts, i))
         return out
 
-    def serving_items(self, model, enc: GraphEncoding) -> Tensor:
+    def serving_items(self, enc: GraphEncoding, content: Tensor) -> Tensor:
         """Item vectors for ranking: the tower's for warm items, the content view for cold ones."""
-        view = self.content_view(enc, model.content())
+        view = self.content_view(enc, content)
         warm = self.warm.to(enc.items.device).unsqueeze(1)
         return torch.where(warm, enc.items, view)
-
-    def summary(self) -> dict[str, Any]:
-        return {"content.warm_items": int(self.warm.sum()), "content.cold_items": int((~self.warm).sum())}

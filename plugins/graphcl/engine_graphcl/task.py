@@ -193,7 +193,7 @@ class GraphCFTask(Task):
         u, i, j = (t.to(device) for t in batch)
         noise = self.augmenter if getattr(self.augmenter, "view_kind", None) == "embedding" else None
         content_parts = model.content.parts() if self.content is not None else None
-        content = None if content_parts is None else sum(p for p in content_parts if p is not None)
+        content = None if content_parts is None else content_parts.total
         enc = self._encode(model, perturb=noise if m.perturb_main else None, content=content)
         rec = model.loss(enc.users[u], enc.items[i], enc.items[j])
         parts = {f"rec/{k}": v for k, v in rec.parts.items()}
@@ -208,7 +208,7 @@ class GraphCFTask(Task):
             parts[name] = value
             total = total + value
         if m.contrast is not None:
-            cl = self._contrast(model, enc, u, i, noise)
+            cl = self._contrast(model, enc, u, i, noise, content)
             parts["contrast"] = cl
             total = total + m.contrast.objective.weight * cl
         if self.content is not None:
@@ -217,16 +217,18 @@ class GraphCFTask(Task):
                 total = total + value
         return ObjectiveOutput(total, parts)
 
-    def _contrast(self, model, enc, u, i, noise) -> torch.Tensor:
+    def _contrast(self, model, enc, u, i, noise, content=None) -> torch.Tensor:
         c = self.model_cfg.contrast
         n_u = self.data.num_users
         uu, ii = torch.unique(u), torch.unique(i)
         pairs: list[tuple[torch.Tensor, torch.Tensor]] = []
         if c.views == "augment":
             if self._views is not None:
-                v1, v2 = self._encode(model, self._views[0]), self._encode(model, self._views[1])
+                v1 = self._encode(model, self._views[0], content=content)
+                v2 = self._encode(model, self._views[1], content=content)
             else:
-                v1, v2 = self._encode(model, perturb=noise), self._encode(model, perturb=noise)
+                v1 = self._encode(model, perturb=noise, content=content)
+                v2 = self._encode(model, perturb=noise, content=content)
             pairs.append((torch.cat([v1.users, v1.items]), torch.cat([v2.users, v2.items])))
         elif c.views == "cross_layer":
             if c.layer >= len(enc.layers):
@@ -246,10 +248,12 @@ class GraphCFTask(Task):
         device = next(model.parameters()).device
         if self.graph.adj.device != device:
             self.graph = self.graph.to(device)
-        enc = self._encode(model)
-        if self.content is not None:
-            return enc.users, self.content.serving_items(model, enc)
-        return enc.users, enc.items
+        if self.content is None:
+            enc = self._encode(model)
+            return enc.users, enc.items
+        content = model.content()
+        enc = self._encode(model, content=content)
+        return enc.users, self.content.serving_items(enc, content)
 
     def evaluate(self, model, split: str) -> dict[str, float]:
         d = self.data

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from engine.fields import field_inputs_graph
+from engine.fields import featurizer_spec, field_inputs_graph
 
 from .model import jaccard
 
@@ -79,22 +79,6 @@ def pair_scorer_export(encoder: nn.Module, classifier: nn.Module, slots,
 
 
 # -- serving files --------------------------------------------------------------------------------------------------
-def featurizer_spec(encoder: nn.Module) -> dict[str, Any]:
-    """``{"name", "options"}``: the registry name of a field encoder and the options of its ``Config`` that it
-    holds, enough to rebuild its ``featurize`` from the registry (``cls.from_config(cls.Config(**options))``)."""
-    cls = type(encoder)
-    options: dict[str, Any] = {}
-    for key in cls.Config.model_fields:  # the options it keeps as attributes of the same name
-        value = getattr(encoder, key, None)
-        if isinstance(value, (str, int, float, bool, list, tuple)):
-            options[key] = list(value) if isinstance(value, tuple) else value
-    get = getattr(encoder, "get_config_dict", None)
-    if callable(get):
-        options.update({k: list(v) if isinstance(v, tuple) else v for k, v in get().items()
-                        if k in cls.Config.model_fields})
-    return {"name": cls.name, "options": options}
-
-
 @torch.no_grad()
 def _vectors(encoder: nn.Module, ids: Tensor, values: Tensor, batch: int) -> np.ndarray:
     out = [encoder(ids[i:i + batch], values[i:i + batch]).float() for i in range(0, ids.shape[0], batch)]

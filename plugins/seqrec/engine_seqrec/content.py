@@ -16,15 +16,13 @@ makes a cold user for that split). A sequence whose training prefix becomes empt
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from engine.components import require_pair_objective
-from engine.content import ContentConfig, ItemContent, orthogonality
-from engine.data.cold_start import ColdItems, ColdStartConfig
+from engine.content import ContentConfig, ContentParts, alignment_terms, attach_content, item_features_of
+from engine.data.cold_start import ColdItems, ColdStartConfig, draw_cold_items
 from engine.errors import DataError
 
 from .data import MIN_LENGTH, SequenceData
@@ -41,12 +39,7 @@ def hold_out_sequence_items(data: SequenceData, cfg: ColdStartConfig, eligible: 
     """
     present = np.zeros(data.num_items + 1, dtype=bool)
     present[data.items.numpy()] = True
-    pool = np.flatnonzero(present & eligible)
-    n_cold = int(round(cfg.ratio * pool.size))
-    if n_cold < 1 or n_cold >= pool.size:
-        raise DataError(f"data.cold_items.ratio: {cfg.ratio} of {pool.size} eligible items holds out {n_cold}; "
-                        "need at least one cold and one warm item")
-    cold = np.sort(np.random.default_rng(cfg.seed).choice(pool, n_cold, replace=False))
+    cold = draw_cold_items(present, eligible, cfg)
     is_cold = torch.zeros(data.num_items + 1, dtype=torch.bool)
     is_cold[torch.from_numpy(cold)] = True
     lengths = data.lengths()
@@ -80,9 +73,8 @@ class SeqContent:
 
     @classmethod
     def build(cls, registry, cfg: ContentConfig, features, warm: Tensor, dim: int, model) -> "SeqContent":
-        model.content = ItemContent.build(registry, cfg, features, out_dim=dim)
-        if cfg.align is not None:
-            model.content_align = require_pair_objective(cfg.align.build(registry), "model.content.align")
+        """Add ``model.content`` (and ``model.content_align``) to ``model``."""
+        attach_content(registry, cfg, features, dim, model)
         return cls(cfg, warm)
 
     @staticmethod
@@ -95,29 +87,19 @@ class SeqContent:
     def item_input(self, content: Tensor) -> Tensor | None:
         return self.padded(content) if self.cfg.input else None
 
-    def losses(self, model, h: Tensor, t: Tensor, table: Tensor, parts: tuple[Tensor, Tensor | None]
-               ) -> dict[str, Tensor]:
+    def losses(self, model, h: Tensor, t: Tensor, table: Tensor, parts: ContentParts) -> dict[str, Tensor]:
         """Terms on the positions ``h`` ``[N, D]`` with targets ``t`` ``[N]``, given the tower's table."""
         cfg = self.cfg
-        shared, specific = parts
-        content = shared if specific is None else shared + specific
         out: dict[str, Tensor] = {}
         if cfg.rec_weight > 0:
-            out["content/rec"] = cfg.rec_weight * model.loss(h, self.padded(content)[:-1], t).loss
-        ii = torch.unique(t)
-        if cfg.align is not None:
-            out["content/align"] = cfg.align.weight * model.content_align(table[ii], shared[ii]).loss
-        if specific is not None and cfg.split.orth_weight > 0:
-            out["content/orth"] = cfg.split.orth_weight * orthogonality(shared[ii], specific[ii])
+            out["content/rec"] = cfg.rec_weight * model.loss(h, self.padded(parts.total)[:-1], t).loss
+        out.update(alignment_terms(cfg, model, table, parts, t))
         return out
 
     def serving_table(self, table: Tensor, content: Tensor) -> Tensor:
         """``[num_items + 1, D]``: the tower's rows for warm items, content rows for the others (row 0 zero)."""
         view = self.padded(content)[:-1]
         return torch.where(self.warm.to(table.device).unsqueeze(1), table, view)
-
-    def summary(self) -> dict[str, Any]:
-        return {"content.warm_items": int(self.warm[1:].sum()), "content.cold_items": int((~self.warm[1:]).sum())}
 
 
 def load_sequence_content(spec, data: SequenceData):
@@ -129,16 +111,10 @@ def load_sequence_content(spec, data: SequenceData):
     """
     import polars as pl
 
-    from engine.data.item_features import load_item_features
-    from engine.errors import ConfigError
-
-    features = cold = None
-    if spec.item_features is not None:
-        ids = None if data.item_ids is None else pl.Series([None, *pl.Series(data.item_ids).cast(pl.String)])
-        features = load_item_features(spec.item_features, spec.options.get("path"), ids, data.num_items + 1)
+    ids = None if data.item_ids is None else pl.Series([None, *pl.Series(data.item_ids).cast(pl.String)])
+    features = item_features_of(spec, ids, data.num_items + 1)
+    cold = None
     if spec.cold_items is not None:
-        if features is None:
-            raise ConfigError("data.cold_items: needs data.item_features (cold items are ranked by their content)")
         data, cold, _ = hold_out_sequence_items(data, spec.cold_items, features.has_content)
     warm = torch.zeros(data.num_items + 1, dtype=torch.bool)
     warm[data.history("train")[1]] = True

@@ -349,7 +349,7 @@ class SeqRecTask(Task):
             table = encoder.item_embeddings()
             return Tower(encoder, encoder.encode, table, table, None)
         parts = model.content.parts()
-        content = parts[0] if parts[1] is None else parts[0] + parts[1]
+        content = parts.total
         item_input = self.content.item_input(content)
         if item_input is None:
             forward, encode, table = encoder, encoder.encode, encoder.item_embeddings()
