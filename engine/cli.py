@@ -106,6 +106,16 @@ def export(pipeline, overrides, checkpoint, output):
     click.echo(json.dumps(report, indent=2, sort_keys=True))
 
 
+def _new_items_options(f):
+    """``--new-items`` / ``--new-items-id`` of ``engine score`` and ``engine serve``."""
+    f = click.option("--new-items-id", "new_items_id", default=None, metavar="COLUMN",
+                     help="The id column of --new-items (default: item; item_id for a RecBole .item file).")(f)
+    return click.option("--new-items", "new_items", type=click.Path(exists=True, dir_okay=False), default=None,
+                        help="A feature table of items the model has never seen (parquet, CSV, RecBole .item, "
+                             "item2attributes.json; the model's content fields): embedded by the export's content "
+                             "encoder and ranked with the rest. Needs a model trained with model.content.")(f)
+
+
 @cli.command()
 @click.option("--model", "model", required=True, metavar="MODEL",
               help="A directory written by `engine export`, an MLflow run id, or a runs:/<run_id>/<path> URI.")
@@ -132,9 +142,10 @@ def export(pipeline, overrides, checkpoint, output):
               help="Linkage: keep only candidates scoring at least the threshold chosen on valid.")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="onnxruntime threads (default: all cores).")
 @click.option("--tracking-uri", default=None, help="MLflow tracking URI for run ids (default: ./mlruns/mlflow.db).")
+@_new_items_options
 @user_errors
 def score(model, input_path, output, top_k, chunk_size, include_seen, index, nprobe, id_column, matches_only, threads,
-          tracking_uri):
+          tracking_uri, new_items, new_items_id):
     """Score every user of INPUT with an exported model: top-k items into parquet parts. With a linkage model,
     match every record of INPUT against the export's right table: top-k candidates and their scores.
 
@@ -146,7 +157,8 @@ def score(model, input_path, output, top_k, chunk_size, include_seen, index, npr
     try:
         report = score_file(model, input_path, output, top_k, chunk_size, exclude_seen=not include_seen,
                             tracking_uri=tracking_uri, threads=threads, index=index, nprobe=nprobe,
-                            id_column=id_column, matches_only=matches_only, echo=lambda m: click.echo(m, err=True))
+                            id_column=id_column, matches_only=matches_only, new_items=new_items,
+                            new_items_id=new_items_id, echo=lambda m: click.echo(m, err=True))
     except KeyboardInterrupt:
         click.echo("Interrupted. Finished parts are kept: rerun the same command to finish the job.", err=True)
         sys.exit(130)
@@ -161,13 +173,15 @@ def score(model, input_path, output, top_k, chunk_size, include_seen, index, npr
               help="Port to listen on (0: any free port).")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="onnxruntime threads (default: all cores).")
 @click.option("--tracking-uri", default=None, help="MLflow tracking URI for run ids (default: ./mlruns/mlflow.db).")
+@_new_items_options
 @user_errors
-def serve(model, host, port, threads, tracking_uri):
+def serve(model, host, port, threads, tracking_uri, new_items, new_items_id):
     """Serve recommendations over HTTP: GET /health, POST /recommend {"user": id, "k": 10} (or {"sequence": [...]}
     for sequential models); linkage models: POST /match {"record": {field: value, ...}, "k": 10}."""
     from .commands import serve_model
 
-    serve_model(model, host, port, tracking_uri=tracking_uri, threads=threads, echo=lambda m: click.echo(m, err=True))
+    serve_model(model, host, port, tracking_uri=tracking_uri, threads=threads, new_items=new_items,
+                new_items_id=new_items_id, echo=lambda m: click.echo(m, err=True))
 
 
 @cli.group()

@@ -96,11 +96,13 @@ def _serving():
 def score_file(model: str, input_path: str, output: str, top_k: int | None, chunk_size: int,
                exclude_seen: bool = True, tracking_uri: str | None = None, threads: int | None = None,
                progress: bool = True, index: str = "exact", nprobe: int | None = None, id_column: str = "id",
-               matches_only: bool = False, echo=print) -> dict[str, Any]:
+               matches_only: bool = False, new_items: str | None = None, new_items_id: str | None = None,
+               echo=print) -> dict[str, Any]:
     """Body of ``engine score``: a resumable batch scoring job (see :mod:`engine_serving.job`). ``top_k`` None:
-    20 for recommendations, the export's ``blocking_k`` for linkage."""
+    20 for recommendations, the export's ``blocking_k`` for linkage. ``new_items``: a feature table of items to
+    add to the catalogue (see :mod:`engine_serving.new_items`)."""
     serving = _serving()
-    loaded = serving.load_model(model, tracking_uri=tracking_uri, threads=threads)
+    loaded, added = _scoring_model(serving, model, tracking_uri, threads, new_items, new_items_id, echo)
     if index == "faiss":
         loaded.use_faiss(**({"nprobe": nprobe} if nprobe else {}))
     top_k = top_k or loaded.default_k
@@ -112,14 +114,31 @@ def score_file(model: str, input_path: str, output: str, top_k: int | None, chun
     return {"rows": summary.rows, "parts": summary.parts, "parts_written": summary.parts_written,
             "parts_skipped": summary.parts_skipped, "output_rows": summary.output_rows,
             "seconds": round(summary.seconds, 3), "rows_per_second": round(summary.rows_per_second, 1),
-            "provider": summary.provider, "index": loaded.index_kind, "top_k": top_k, "output": str(output)}
+            "provider": summary.provider, "index": loaded.index_kind, "top_k": top_k, "output": str(output),
+            **added}
+
+
+def _scoring_model(serving, model: str, tracking_uri: str | None, threads: int | None, new_items: str | None,
+          new_items_id: str | None, echo) -> tuple[Any, dict[str, int]]:
+    """The model of ``engine score`` / ``engine serve``, with ``new_items`` added to its catalogue."""
+    from .errors import ConfigError
+
+    loaded = serving.load_model(model, tracking_uri=tracking_uri, threads=threads)
+    if new_items is None:
+        return loaded, {}
+    if loaded.family == "linkage":
+        raise ConfigError("--new-items: a linkage model has no item catalogue (its input is the records)")
+    added = loaded.add_items(new_items, new_items_id)
+    echo(f"new items from {new_items}: {added['new_items']} added, {added['new_items_skipped']} already in the "
+         "catalogue (kept the model's own vectors)")
+    return loaded, added
 
 
 def serve_model(model: str, host: str, port: int, tracking_uri: str | None = None, threads: int | None = None,
-                echo=print) -> None:
+                new_items: str | None = None, new_items_id: str | None = None, echo=print) -> None:
     """Body of ``engine serve``: the HTTP server of :mod:`engine_serving.server`, until Ctrl-C."""
     serving = _serving()
-    loaded = serving.load_model(model, tracking_uri=tracking_uri, threads=threads)
+    loaded, _ = _scoring_model(serving, model, tracking_uri, threads, new_items, new_items_id, echo)
     try:
         server = serving.make_server(loaded, host, port)
     except OSError as exc:

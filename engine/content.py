@@ -34,8 +34,8 @@ from torch import Tensor, nn
 
 from .components import ComponentConfig
 from .config import EncoderSpec, ObjectiveSpec
-from .fields import FieldFeatures, RecordEncoder, build_field_encoders, featurize_fields, featurizer_spec, \
-    field_inputs_graph
+from .fields import FieldFeatures, RecordEncoder, build_field_encoders, featurize_fields, field_inputs_graph, \
+    slot_specs
 
 if TYPE_CHECKING:  # pragma: no cover
     from .data.item_features import ItemFeatures
@@ -255,8 +255,8 @@ class _ContentGraph(nn.Module):
 
 def export_content_encoder(content: ItemContent, directory) -> dict[str, object]:
     """Write ``content_encoder.onnx`` (featurised items -> content embeddings, dynamic batch) with a parity check,
-    and ``content_encoder.json``: each slot's field, modality, encoder name and options, so a batch job featurises
-    new items exactly as training did."""
+    and ``content_encoder.json`` (the featurisers of :func:`engine.fields.slot_specs`, the input widths, the output
+    dim), so a batch job featurises new items exactly as training did (``engine score --new-items``)."""
     import json
     from pathlib import Path
 
@@ -270,11 +270,9 @@ def export_content_encoder(content: ItemContent, directory) -> dict[str, object]
     export_onnx(graph, example, path, names, ["content"], dynamic_batch=names)
     probe = torch.randperm(content.num_items)[: min(content.num_items, 257)]
     report = parity_check(graph, path, tuple(getattr(content, n)[probe].cpu() for n in names), names)
-    specs = {s.encoder: featurizer_spec(content.encoder.encoders[s.encoder]) for s in content.encoder.slots}
-    slots = [{"field": s.name, "modality": s.modality, "kind": s.kind, "offset": s.offset, "width": s.width,
-              "encoder": specs[s.encoder]["name"], "options": specs[s.encoder]["options"]}
-             for s in content.encoder.slots]
+    spec = {"inputs": list(names), "dim": int(content.head.out_features), "slots": slot_specs(content.encoder.encoders, content.encoder.slots),
+            "widths": {"ids": int(content.ids.shape[1]), "values": int(content.values.shape[1])}}
     with atomic_open(Path(directory) / "content_encoder.json", "w") as fh:
-        json.dump({"inputs": list(names), "slots": slots}, fh, indent=2)
+        json.dump(spec, fh, indent=2)
     return {"path": str(path), "inputs": {n: f"{'int64' if n == 'ids' else 'float32'}[batch, width]" for n in names},
             "outputs": {"content": "float32[batch, dim]"}, **report}

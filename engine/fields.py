@@ -2,8 +2,8 @@
 
 Used by every family that encodes content: record linkage (a record's fields) and recommendation with item side
 information (an item's title, genres, attributes). The field encoders themselves are registry components
-(``char_ngram``, ``categorical``, ``multi_categorical``, ``numeric``, ``sentence`` from ``engine-linkage``); a field
-encoder has
+(``char_ngram``, ``categorical``, ``multi_categorical``, ``numeric``, ``sentence``, ``image`` from ``engine-linkage``);
+a field encoder has
 
 * ``input_kind``: ``"ids"`` (it reads ``int64`` columns: hashed n-grams, categories) or ``"values"`` (``float32``);
 * ``featurize(values: list[str | None]) -> ndarray [N, W]``, deterministic and outside the graph (missing values
@@ -39,13 +39,14 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ["MODALITIES", "DEFAULT_FIELD_ENCODERS", "FieldSlot", "RecordEncoder", "FieldFeatures",
            "check_fields", "encoder_keys", "build_field_encoders", "featurize_fields", "featurizer_spec",
-           "field_inputs_graph"]
+           "slot_specs", "field_inputs_graph"]
 
-#: the modalities a field can have (``image`` is declared but has no encoder yet)
+#: the modalities a field can have
 MODALITIES = ("text", "categorical", "multi_categorical", "numeric", "date", "image")
-#: the encoder of each modality when ``encoders`` names none (``date`` and ``image`` fall back to ``text``'s)
+#: the encoder of each modality when ``encoders`` names none (``date`` falls back to ``text``'s; an ``image`` value
+#: is the path of an image file)
 DEFAULT_FIELD_ENCODERS = {"text": "char_ngram", "categorical": "categorical", "multi_categorical": "multi_categorical",
-                          "numeric": "numeric"}
+                          "numeric": "numeric", "image": "image"}
 
 Fusion = Literal["mean", "attention", "concat"]
 
@@ -198,6 +199,16 @@ def featurizer_spec(encoder: nn.Module) -> dict[str, Any]:
         options.update({k: list(v) if isinstance(v, tuple) else v for k, v in get().items()
                         if k in cls.Config.model_fields})
     return {"name": cls.name, "options": options}
+
+
+def slot_specs(encoders: Mapping[str, nn.Module], slots: Sequence[FieldSlot]) -> list[dict[str, Any]]:
+    """What a serving process needs to featurise raw values exactly as training did, one dict per slot: ``field``,
+    ``modality``, ``key`` (the encoder key), ``input`` (``ids`` or ``values``), ``offset``, ``width``, and the
+    featuriser's registry ``name`` and ``options`` (:func:`featurizer_spec`). Read back by
+    :class:`engine_serving.featurize.SlotFeaturizer`."""
+    specs = {s.encoder: featurizer_spec(encoders[s.encoder]) for s in slots}
+    return [{"field": s.name, "modality": s.modality, "key": s.encoder, "input": s.kind, "offset": s.offset,
+             "width": s.width, **specs[s.encoder]} for s in slots]
 
 
 class _Both(nn.Module):

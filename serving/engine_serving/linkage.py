@@ -9,9 +9,7 @@ Matching a record, as the task does in evaluation:
 
 1. featurise it as in training: every value read as a string, stripped, empty -> missing; ``_record`` (with
    ``whole_record``) the non-missing values of the fields joined by a space; each slot's featuriser rebuilt from the
-   registry (so the plugin that registered it, e.g. ``engine-linkage``, must be installed). A slot's features are
-   right-padded with 0 to the slot's width in training, or cut to it (a value with more n-grams than any training
-   value keeps its first ``width``: the graph's slices are fixed);
+   registry (:class:`engine_serving.featurize.SlotFeaturizer`);
 2. embed it with the ONNX record encoder (unit-norm vector);
 3. take the ``k`` right records of highest cosine (exact: a matrix product and top-k; or ``--index faiss``); for a
    dedup export (one table), a record of the table whose id is the input record's is not its own candidate;
@@ -31,6 +29,7 @@ import polars as pl
 from engine.errors import DataError
 
 from .errors import ModelError
+from .featurize import SlotFeaturizer, run_encoder
 from .model import BATCH_FLOATS, make_session, read_export
 from .topk import masked_topk
 
@@ -101,32 +100,13 @@ class LinkageModel:
             self.pair_inputs = [i.name for i in self.pair_session.get_inputs()]
             self.right_features = {"ids": np.load(files["right_features_ids"], mmap_mode="r"),
                                    "values": np.load(files["right_features_values"], mmap_mode="r")}
-        self.featurizers = self._featurizers()
+        self.featurize_slots = SlotFeaturizer(self.slots, self.widths, self.directory)
         self.fingerprint = {"export.json": (self.directory / "export.json").read_text(encoding="utf-8"),
                             "onnx_bytes": files["encoder"].stat().st_size}
         self.faiss = None
         self.index_kind = "exact"
         log.info("linkage model %s: %d right records, fields %s, score %s, onnxruntime provider %s",
                  self.directory, self.num_right, ", ".join(self.fields), self.score_kind, self.provider)
-
-    def _featurizers(self) -> dict[str, Any]:
-        """One featuriser per slot key, rebuilt from the registry with the slot's options (``dim`` 1: only
-        ``featurize`` is used, the weights are in the ONNX graph)."""
-        from engine.plugins import get_registry
-
-        registry = get_registry()
-        out: dict[str, Any] = {}
-        for slot in self.slots:
-            key = slot["key"]
-            if key in out:
-                continue
-            try:
-                entry = registry.get("encoder", slot["name"], where=f"field {slot['field']!r} of {self.directory}")
-                out[key] = entry.cls.from_config(entry.cls.Config(**slot["options"]), dim=1)
-            except Exception as exc:  # noqa: BLE001 - unknown encoder (plugin not installed), options it refuses
-                raise ModelError(f"cannot rebuild the featuriser of field {slot['field']!r} "
-                                 f"({slot['name']}): {str(exc).splitlines()[0]}") from None
-        return out
 
     # -- records ------------------------------------------------------------------------------------------------------
     @property
@@ -137,28 +117,14 @@ class LinkageModel:
     def featurize(self, columns: dict[str, list[str | None]]) -> tuple[np.ndarray, np.ndarray]:
         """``(ids int64 [n, W_ids], values float32 [n, W_values])`` of records given as ``{field: values}`` (values
         already cleaned: see :func:`record_columns`)."""
-        n = len(next(iter(columns.values()))) if columns else 0
         if self.whole_record and RECORD_FIELD not in columns:
             rows = zip(*(columns[f] for f in self.fields))
             columns = {**columns, RECORD_FIELD: [" ".join(v for v in row if v) or None for row in rows]}
-        out = {"ids": np.zeros((n, self.widths["ids"]), np.int64),
-               "values": np.zeros((n, self.widths["values"]), np.float32)}
-        for slot in self.slots:
-            feats = np.asarray(self.featurizers[slot["key"]].featurize(columns[slot["field"]]))
-            width, kind = slot["width"], slot["input"]
-            if kind == "values" and feats.shape[1] != width:
-                raise ModelError(f"featuriser of field {slot['field']!r} gives {feats.shape[1]} values per record, "
-                                 f"the model takes {width} (another {slot['name']} model than in training?)")
-            take = min(width, feats.shape[1])
-            out[kind][:, slot["offset"]:slot["offset"] + take] = feats[:, :take]
-        return out["ids"], out["values"]
+        return self.featurize_slots(columns)
 
     def embed(self, ids: np.ndarray, values: np.ndarray, batch: int = 1024) -> np.ndarray:
         """Unit-norm record vectors ``float32 [n, dim]`` (the ONNX record encoder)."""
-        feeds = {"ids": ids, "values": values}
-        parts = [self.session.run(None, {k: np.ascontiguousarray(feeds[k][s:s + batch]) for k in self.inputs})[0]
-                 for s in range(0, ids.shape[0], batch)]
-        return np.concatenate(parts) if parts else np.zeros((0, self.dim), np.float32)
+        return run_encoder(self.session, self.inputs, ids, values, self.dim, batch)
 
     def use_faiss(self, **options: Any) -> str:
         """Search candidates with faiss from now on (see :class:`engine_serving.faiss_index.FaissTopK`)."""

@@ -93,7 +93,7 @@ class ExportedModel:
         if serving["family"] not in ("graph", "sequence"):
             raise ModelError(f"{self.directory}: a {serving['family']} export; load it with engine_serving.load_model")
         self.family: str = serving["family"]
-        self.threads = threads
+        self.threads, self.prefer_gpu = threads, prefer_gpu
         files = {k: self.directory / v for k, v in serving.items() if k != "family" and isinstance(v, str)}
         onnx_name = "model.onnx" if self.family == "graph" else "sequence_encoder.onnx"
         files["onnx"] = self.directory / onnx_name
@@ -125,8 +125,36 @@ class ExportedModel:
                             "onnx_bytes": files["onnx"].stat().st_size}
         self.faiss = None  # a FaissTopK after use_faiss()
         self.index_kind = "exact"
+        self.new_item_vectors: np.ndarray | None = None  # graph models: score columns past the ONNX graph's
         log.info("model %s (%s): %d users, %d score columns, onnxruntime provider %s", self.directory,
                  self.family, self.num_users, self.num_items, self.provider)
+
+    def add_items(self, path: str | Path, id_column: str | None = None) -> dict[str, int]:
+        """Append the items of the feature table ``path`` as score columns, embedded by the export's content
+        encoder (see :mod:`engine_serving.new_items`); call before :meth:`use_faiss`. Returns ``{"new_items",
+        "new_items_skipped"}``."""
+        from .new_items import NewItems
+
+        if self.faiss is not None:
+            raise ModelError("add new items before building the faiss index")
+        if self.family == "graph":
+            if "user_embeddings" not in self._files or not self._files["user_embeddings"].is_file():
+                raise ModelError(f"{self.directory}: new items need user_embeddings.npy; export the model again "
+                                 "with this version of engine")
+            self.user_table = np.load(self._files["user_embeddings"], mmap_mode="r")
+            dim = self.user_table.shape[1]
+        else:
+            dim = self.item_table.shape[1]
+        new = NewItems(path, self.directory, self.item_ids, dim, id_column, self.prefer_gpu, self.threads)
+        if self.family == "graph":
+            old = self.new_item_vectors if self.new_item_vectors is not None else np.zeros((0, dim), np.float32)
+            self.new_item_vectors = np.concatenate([old, new.vectors])
+        else:
+            self.item_table = np.concatenate([self.item_table, new.vectors])
+        self.item_ids = pl.concat([self.item_ids, new.ids.cast(self.item_ids.dtype)])
+        self.num_items = self.item_ids.len()
+        self.fingerprint.setdefault("new_items", []).append(new.fingerprint)
+        return {"new_items": int(new.ids.len()), "new_items_skipped": new.skipped}
 
     def use_faiss(self, **options: Any) -> str:
         """Search top-k with faiss from now on (options: those of :class:`engine_serving.faiss_index.FaissTopK`);
@@ -142,6 +170,8 @@ class ExportedModel:
                                  "; export the model again with this version of engine (or use --index exact)")
             self.user_table = np.load(self._files["user_embeddings"], mmap_mode="r")
             items = np.load(self._files["item_embeddings"])
+            if self.new_item_vectors is not None:
+                items = np.concatenate([items, self.new_item_vectors])
         else:
             items = self.item_table
         self.faiss = FaissTopK(items, self.invalid_columns, threads=self.threads, **options)
@@ -200,7 +230,11 @@ class ExportedModel:
     def scores(self, index: np.ndarray | None = None, item_seq: np.ndarray | None = None) -> np.ndarray:
         """``float32 [b, num_items]``: the scores of users ``index`` (internal) or of explicit ``item_seq`` inputs."""
         if self.family == "graph":
-            return self.session.run(None, {"user": np.ascontiguousarray(index, dtype=np.int64)})[0]
+            scores = self.session.run(None, {"user": np.ascontiguousarray(index, dtype=np.int64)})[0]
+            if self.new_item_vectors is None:
+                return scores
+            users = np.asarray(self.user_table[np.asarray(index)], dtype=np.float32)
+            return np.concatenate([scores, users @ self.new_item_vectors.T], axis=1)
         if item_seq is None:
             item_seq = np.asarray(self.histories[index])
         reprs = self.session.run(None, {"item_seq": np.ascontiguousarray(item_seq, dtype=np.int64)})[0]

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from engine.fields import featurizer_spec, field_inputs_graph
+from engine.fields import featurizer_spec, field_inputs_graph, slot_specs
 
 from .model import jaccard
 
@@ -124,12 +124,10 @@ def write_serving_files(directory: str | Path, encoder: nn.Module, slots, right_
     vectors = _vectors(encoder, ids, values, batch_size)
     np.save(out / "right_vectors.npy", vectors)
     pl.DataFrame({"right_id": pl.Series(list(right_ids), dtype=pl.String)}).write_parquet(out / "right_ids.parquet")
-    specs = {s.encoder: featurizer_spec(encoder.encoders[s.encoder]) for s in slots}
     serving: dict[str, Any] = {
         "family": "linkage", "encoder": "record_encoder.onnx", "right_ids": "right_ids.parquet",
         "right_vectors": "right_vectors.npy", "fields": list(fields), "whole_record": bool(whole_record),
-        "slots": [{"field": s.name, "modality": s.modality, "key": s.encoder, "input": s.kind, "offset": s.offset,
-                   "width": s.width, **specs[s.encoder]} for s in slots],
+        "slots": slot_specs(encoder.encoders, slots),
         "widths": {"ids": int(ids.shape[1]), "values": int(values.shape[1])},
         "threshold": float(threshold), "blocking_k": int(blocking_k), "dedup": bool(dedup),
         "score": "cosine" if classifier is None else "probability", "pair_scorer": None}
