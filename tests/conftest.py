@@ -1,5 +1,5 @@
 import sys, pathlib
-for _p in ("plugins/objectives", "plugins/graphcl", "plugins/seqrec", "plugins/linkage"):
+for _p in ("plugins/objectives", "plugins/graphcl", "plugins/seqrec", "plugins/linkage", "tests"):
     _d = str(pathlib.Path(__file__).resolve().parents[1] / _p)
     if _d not in sys.path:
         sys.path.insert(0, _d)

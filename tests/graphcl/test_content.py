@@ -17,6 +17,7 @@ from engine_graphcl.content import item_graph_adjacency
 from engine_graphcl.lightgcn import GraphEncoding
 from engine_graphcl.sampling import NegativeSampler
 from engine_graphcl.task import GraphCFTask
+from naive_ranking import naive_ranking
 
 NUM_USERS, NUM_ITEMS, DIM = 10, 16, 8
 GENRES = ["Action", "Comedy", "Drama", "War"]
@@ -107,28 +108,6 @@ def naive_lightgcn(net, task, item_input: torch.Tensor, num_layers=2):
         layers.append(adj @ layers[-1])
     out = torch.stack(layers).mean(0)
     return out[:NUM_USERS], out[NUM_USERS:]
-
-
-def naive_metrics(scores, truth, exclude, candidates, ks):
-    """Rank each user's non-excluded candidates; |G_u| = targets among the candidates; mean over those users."""
-    cand = set(int(c) for c in candidates)
-    sums, users = {}, 0
-    for u in range(scores.shape[0]):
-        g = set(truth.get(u, [])) & cand
-        if not g:
-            continue
-        users += 1
-        ranked = sorted((i for i in cand if i not in exclude.get(u, set())), key=lambda i: -scores[u, i])
-        for k in ks:
-            hits = [1.0 if i in g else 0.0 for i in ranked[:k]]
-            dcg = sum(h / math.log2(r + 2) for r, h in enumerate(hits))
-            idcg = sum(1 / math.log2(r + 2) for r in range(min(len(g), k)))
-            first = next((r + 1 for r, h in enumerate(hits) if h), None)
-            for key, v in ((f"recall@{k}", sum(hits) / len(g)), (f"ndcg@{k}", dcg / idcg),
-                           (f"hr@{k}", float(sum(hits) > 0)), (f"precision@{k}", sum(hits) / k),
-                           (f"mrr@{k}", 1 / first if first else 0.0)):
-                sums[key] = sums.get(key, 0.0) + v
-    return {key: v / users for key, v in sums.items()} if users else None
 
 
 def frame_rows(frame) -> dict[int, set[int]]:
@@ -227,7 +206,7 @@ def test_cold_items_without_content_is_the_id_only_baseline(tmp_path, plugins):
     train, valid, test = frame_rows(d.train), frame_rows(d.valid), frame_rows(d.test)
     exclude = {u: train.get(u, set()) | valid.get(u, set()) for u in range(NUM_USERS)}
     got = task.evaluate(net, "test")
-    want = naive_metrics(scores, test, exclude, task.cold.test, [2, 5])
+    want = naive_ranking(scores, test, exclude, task.cold.test, [2, 5])
     for key, value in want.items():
         assert got["cold_" + key] == pytest.approx(value, abs=1e-6), key
 
@@ -274,9 +253,9 @@ def test_evaluate_reports_cold_and_warm_metrics(tmp_path, plugins):
     for split, truth, seen in (("test", test, [train, valid]), ("valid", valid, [train])):
         exclude = {u: set().union(*(s.get(u, set()) for s in seen)) for u in range(NUM_USERS)}
         got = task.evaluate(net, split)
-        want = {**naive_metrics(scores, truth, exclude, range(NUM_ITEMS), ks),
-                **{"warm_" + k: v for k, v in naive_metrics(scores, truth, exclude, warm, ks).items()},
-                **{"cold_" + k: v for k, v in naive_metrics(scores, truth, exclude, task.cold.of_split(split),
+        want = {**naive_ranking(scores, truth, exclude, range(NUM_ITEMS), ks),
+                **{"warm_" + k: v for k, v in naive_ranking(scores, truth, exclude, warm, ks).items()},
+                **{"cold_" + k: v for k, v in naive_ranking(scores, truth, exclude, task.cold.of_split(split),
                                                             ks).items()}}
         assert set(got) == set(want), split
         assert {k for k in got if k.startswith("cold_")} == {f"cold_{m}@{k}" for m in
@@ -420,6 +399,6 @@ def test_short_run_with_content_item_graph_and_cold_items(tmp_path, plugins):
     d = task.data
     train, valid, test = frame_rows(d.train), frame_rows(d.valid), frame_rows(d.test)
     exclude = {u: train.get(u, set()) | valid.get(u, set()) for u in range(NUM_USERS)}
-    cold = naive_metrics(scores, test, exclude, task.cold.test, [2, 5])
+    cold = naive_ranking(scores, test, exclude, task.cold.test, [2, 5])
     for key, value in cold.items():
         assert metrics["cold_" + key] == pytest.approx(value, abs=1e-6), key

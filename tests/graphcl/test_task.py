@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from engine_graphcl.lightgcn import GraphEncoding
 from engine_graphcl.sampling import NegativeSampler
 from engine_graphcl.task import GraphCFTask, GraphScorer
+from naive_ranking import naive_ranking
 
 NUM_USERS, NUM_ITEMS = 6, 12
 
@@ -236,24 +237,9 @@ def test_graph_scorer_matches_users_times_items():
 
 
 def naive_metrics(scores: np.ndarray, truth: dict, seen: list[dict], ks) -> dict[str, float]:
-    """Rank each user's unseen items by score; LightGCN/RecBole definitions; mean over users with ground truth."""
-    sums = collections.defaultdict(float)
-    users = [u for u in truth if truth[u]]
-    for u in users:
-        excluded = set().union(*(s.get(u, []) for s in seen))
-        ranked = sorted((i for i in range(scores.shape[1]) if i not in excluded), key=lambda i: -scores[u, i])
-        g = set(truth[u])
-        for k in ks:
-            hits = [1.0 if i in g else 0.0 for i in ranked[:k]]
-            dcg = sum(h / math.log2(r + 2) for r, h in enumerate(hits))
-            idcg = sum(1 / math.log2(r + 2) for r in range(min(len(g), k)))
-            first = next((r + 1 for r, h in enumerate(hits) if h), None)
-            sums[f"recall@{k}"] += sum(hits) / len(g)
-            sums[f"ndcg@{k}"] += dcg / idcg
-            sums[f"hr@{k}"] += float(sum(hits) > 0)
-            sums[f"precision@{k}"] += sum(hits) / k
-            sums[f"mrr@{k}"] += 1 / first if first else 0.0
-    return {key: value / len(users) for key, value in sums.items()}
+    """Rank each user's items not seen in any of ``seen`` by score; mean over users with ground truth."""
+    exclude = {u: set().union(*(s.get(u, []) for s in seen)) for u in truth}
+    return naive_ranking(scores, truth, exclude, range(scores.shape[1]), ks)
 
 
 def test_evaluate_masks_seen_items(tmp_path, graphcl_plugins):

@@ -22,6 +22,7 @@ from engine_seqrec.data import SequenceData
 from engine_seqrec.losses import CrossEntropyLoss
 from engine_seqrec.sasrec import SASRec
 from engine_seqrec.task import SeqRecTask
+from naive_ranking import naive_ranking
 
 NUM_ITEMS, NUM_USERS, DIM, MAX_LEN = 20, 24, 8, 8
 NO_ROW = 20  #: item without a row in the attributes file (never eligible as a cold item)
@@ -318,25 +319,15 @@ def naive_warm(task) -> set[int]:
     return {i for s in sequences_of(task.data) for i in s[:-2]}
 
 
-def naive_ranking(scores, seqs, split, candidates) -> dict[str, float] | None:
-    """Per user: rank the candidates that are not padding or in the history; users whose target is no candidate
-    are skipped; mean of hr / ndcg / mrr over the others."""
-    cand = {int(c) for c in candidates} - {0}
-    sums, users = {}, 0
+def naive_split_ranking(scores, seqs, split, candidates) -> dict[str, float] | None:
+    """Per user: rank the candidates that are not padding or in the history against the split's target (the
+    shared naive reference); users whose target is no candidate are skipped; hr / ndcg / mrr."""
+    targets, histories = {}, {}
     for u, s in enumerate(seqs):
-        history, target = (s[:-2], s[-2]) if split == "valid" else (s[:-1], s[-1])
-        if target not in cand:
-            continue
-        users += 1
-        ranked = sorted((i for i in cand if i not in set(history)),
-                        key=lambda i: -scores[u, i])
-        rank = ranked.index(target) if target in ranked else None
-        for k in KS:
-            hit = rank is not None and rank < k
-            for key, v in ((f"hr@{k}", float(hit)), (f"ndcg@{k}", 1 / math.log2(rank + 2) if hit else 0.0),
-                           (f"mrr@{k}", 1 / (rank + 1) if hit else 0.0)):
-                sums[key] = sums.get(key, 0.0) + v
-    return {key: v / users for key, v in sums.items()} if users else None
+        histories[u], targets[u] = (s[:-2], s[-2]) if split == "valid" else (s[:-1], s[-1])
+    out = naive_ranking(scores, {u: [t] for u, t in targets.items()}, histories,
+                        {int(c) for c in candidates} - {0}, KS)
+    return None if out is None else {k: v for k, v in out.items() if k.split("@")[0] in METRICS}
 
 
 def check_metrics_against_naive(task, net):
@@ -349,9 +340,9 @@ def check_metrics_against_naive(task, net):
             scores = task.score_function(net, split)(torch.arange(task.data.num_users)).double().numpy()
         net.train()
         got = task.evaluate(net, split)
-        want = dict(naive_ranking(scores, seqs, split, range(NUM_ITEMS + 1)))
+        want = dict(naive_split_ranking(scores, seqs, split, range(NUM_ITEMS + 1)))
         for prefix, items in (("warm_", warm), ("cold_", cold)):
-            view = naive_ranking(scores, seqs, split, items)
+            view = naive_split_ranking(scores, seqs, split, items)
             assert view is not None, (split, prefix)  # the data gives users with warm and with cold targets
             want.update({prefix + k: v for k, v in view.items()})
         assert set(got) == set(want), split
