@@ -76,6 +76,10 @@ def test_learned_mlp_layers_and_shapes():
     linears = [m for m in mlp.modules() if isinstance(m, torch.nn.Linear)]
     assert [(m.in_features, m.out_features) for m in linears] == [(8, 16), (16, 16), (16, 8)]
     assert mlp(torch.randn(4, 8)).shape == (4, 8)
+    bottleneck = LearnedMLP(64, hidden_dims=[32, 16], num_layers=7, activation="gelu")  # the released MCLRec shape
+    linears = [m for m in bottleneck.modules() if isinstance(m, torch.nn.Linear)]
+    assert [(m.in_features, m.out_features) for m in linears] == [(64, 32), (32, 16), (16, 64)]
+    assert sum(isinstance(m, torch.nn.GELU) for m in bottleneck.modules()) == 2
     single = LearnedMLP(4, num_layers=1)
     assert len(single.mlp) == 1 and isinstance(single.mlp[0], torch.nn.Linear)
     assert LearnedMLP.view_kind == "representation" and LearnedMLP.name == "learned_mlp"
@@ -90,3 +94,5 @@ def test_learned_mlp_bad_input():
         LearnedMLP(8, activation="swish")
     with pytest.raises(ValueError, match="dim must be >= 1"):
         LearnedMLP(0)
+    with pytest.raises(ValueError, match="hidden_dims must all be >= 1"):
+        LearnedMLP(8, hidden_dims=[4, 0])
