@@ -15,6 +15,11 @@ and maps the fused vector into the recommender's embedding space with a linear h
 part; the content embedding is their sum, ``align`` sees only the shared part, and an orthogonality penalty
 :math:`\\lVert \\hat S^\\top \\hat P \\rVert_F^2 / n` (rows L2-normalised) keeps the two parts apart.
 
+``detach`` makes the content tower a student of the collaborative model: in its ranking loss the users (sequence
+representations) are detached, in ``align`` the collaborative item embeddings are, so no content term moves the
+collaborative model; with ``input: false`` that model trains as it would without content (warm items ranked as by
+the ID-only model) while the content tower learns to place items where the users would find them (cold items).
+
 ``item_graph``: an item-item graph from content (each item's ``k`` most similar *warm* items by the cosine of their
 TF-IDF-weighted feature tokens and pretrained vectors), fixed before training (FREEDOM, Zhou & Shen 2023). Its view of
 an item is the mean of its neighbours' collaborative embeddings, added to the item's embedding; a cold item gets it
@@ -69,6 +74,8 @@ class ContentConfig(ComponentConfig):
         description="contrastive alignment of collaborative and content item embeddings; its weight scales it")
     split: SplitConfig | None = Field(None, description="REARM: shared + specific content parts, orthogonal")
     item_graph: ItemGraphConfig | None = Field(None, description="an item-item content kNN graph as an extra view")
+    detach: bool = Field(False, description="the content terms do not update the collaborative model (users / "
+                                            "sequence representations and collaborative item embeddings detached)")
 
 
 def orthogonality(a: Tensor, b: Tensor) -> Tensor:
@@ -140,6 +147,8 @@ def alignment_terms(cfg: ContentConfig, model, collaborative: Tensor, parts: Con
     ``items``) and, with ``split``, ``content/orth``; each already weighted."""
     ii = torch.unique(items)
     out: dict[str, Tensor] = {}
+    if cfg.detach:
+        collaborative = collaborative.detach()
     if cfg.align is not None:
         out["content/align"] = cfg.align.weight * model.content_align(collaborative[ii], parts.shared[ii]).loss
     if parts.specific is not None and cfg.split.orth_weight > 0:

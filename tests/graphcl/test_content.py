@@ -402,3 +402,18 @@ def test_short_run_with_content_item_graph_and_cold_items(tmp_path, plugins):
     cold = naive_ranking(scores, test, exclude, task.cold.test, [2, 5])
     for key, value in cold.items():
         assert metrics["cold_" + key] == pytest.approx(value, abs=1e-6), key
+
+
+@pytest.mark.parametrize("detach", [False, True])
+def test_detach_keeps_the_content_terms_off_the_collaborative_model(tmp_path, plugins, detach):
+    """With ``detach`` (and no content input) the content terms' gradient reaches the content tower only."""
+    task, net, _ = make_task(tmp_path, {"fusion": "mean", "input": False, "detach": detach, "rec_weight": 0.5,
+                                        "item_graph": {"k": 3}})
+    u, i, j = next(iter(task.train_batches(1, torch.Generator().manual_seed(0))))
+    out = task.training_step(net, (u, i, j))
+    content = out.parts["content/rec"] + out.parts["content/align"]
+    content.backward()
+    collaborative = [p for n, p in net.named_parameters() if not n.startswith("content")]
+    reached = sum(float(p.grad.abs().sum()) for p in collaborative if p.grad is not None)
+    assert (reached == 0.0) == detach
+    assert net.content.head.weight.grad.abs().sum() > 0

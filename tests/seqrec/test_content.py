@@ -531,3 +531,16 @@ def test_short_run_and_export(tmp_path, plugins):
     assert rows.shape == (NUM_ITEMS + 1, DIM) and np.abs(rows - content_rows.numpy()).max() < 1e-4
     cold = task.cold.test
     assert np.abs(table[cold] - rows[cold]).max() < 1e-4  # cold items are served from the content encoder
+
+
+@pytest.mark.parametrize("detach", [False, True])
+def test_detach_keeps_the_content_terms_off_the_sequence_encoder(tmp_path, plugins, detach):
+    """With ``detach`` (and no content input) the content terms' gradient reaches the content tower only."""
+    task, net, _ = make_task(tmp_path, {"fusion": "mean", "input": False, "detach": detach})
+    batch = next(iter(task.train_batches(1, torch.Generator().manual_seed(0))))
+    out = task.training_step(net, batch)
+    (out.parts["content/rec"] + out.parts["content/align"]).backward()
+    collaborative = [p for n, p in net.named_parameters() if not n.startswith("content")]
+    reached = sum(float(p.grad.abs().sum()) for p in collaborative if p.grad is not None)
+    assert (reached == 0.0) == detach
+    assert net.content.head.weight.grad.abs().sum() > 0

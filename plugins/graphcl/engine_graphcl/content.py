@@ -65,7 +65,8 @@ class GraphContent:
     def content_view(self, enc: GraphEncoding, content: Tensor) -> Tensor:
         """The content view of every item, ``[I, D]``."""
         if "item_graph" in enc.views:
-            return content + enc.views["item_graph"][enc.users.shape[0]:]
+            graph = enc.views["item_graph"][enc.users.shape[0]:]
+            return content + (graph.detach() if self.cfg.detach else graph)
         return content
 
     def losses(self, model, enc: GraphEncoding, parts: ContentParts, u: Tensor, i: Tensor,
@@ -74,7 +75,8 @@ class GraphContent:
         out: dict[str, Tensor] = {}
         if cfg.rec_weight > 0:
             view = self.content_view(enc, parts.total)
-            out["content/rec"] = cfg.rec_weight * model.loss(enc.users[u], view[i], view[j]).loss
+            users = enc.users[u].detach() if cfg.detach else enc.users[u]
+            out["content/rec"] = cfg.rec_weight * model.loss(users, view[i], view[j]).loss
         out.update(alignment_terms(cfg, model, enc.items, parts, i))
         return out
 

@@ -92,7 +92,8 @@ class SeqContent:
         cfg = self.cfg
         out: dict[str, Tensor] = {}
         if cfg.rec_weight > 0:
-            out["content/rec"] = cfg.rec_weight * model.loss(h, self.padded(parts.total)[:-1], t).loss
+            out["content/rec"] = cfg.rec_weight * model.loss(h.detach() if cfg.detach else h,
+                                                             self.padded(parts.total)[:-1], t).loss
         out.update(alignment_terms(cfg, model, table, parts, t))
         return out
 
