@@ -99,7 +99,7 @@ def build_field_encoders(registry: "Registry", fields: Mapping[str, str],
             enc = entry.cls.from_config(entry.cls.Config(), dim=dim)
         if not callable(getattr(enc, "featurize", None)) or getattr(enc, "input_kind", None) not in ("ids", "values"):
             raise ConfigError(f"{where}.{key}: {type(enc).__name__} is not a field encoder (it needs featurize() and "
-                              "input_kind); use char_ngram, categorical, multi_categorical, numeric or sentence")
+                              "input_kind); use char_ngram, categorical, multi_categorical, numeric, sentence or image")
         out[key] = enc
     return out
 

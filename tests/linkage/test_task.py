@@ -174,15 +174,12 @@ def test_bad_data_is_one_line_and_nothing_written(tmp_path, linkage_plugins):
     assert not (tmp_path / "m.json").exists() and not (tmp_path / "ck").exists()
 
 
-def test_unknown_encoder_and_image_fields_are_config_errors(tmp_path, linkage_plugins):
+def test_unknown_encoder_is_a_config_error(tmp_path, linkage_plugins):
     d = write_deepmatcher(tmp_path / "dm", n=20)
     p = pipeline(tmp_path, {"source": "deepmatcher_csv", "path": str(d)},
                  model={"encoders": {"text": {"name": "char_ngrm"}}})
     result = invoke("run", p, ok=False)
     assert result.exit_code == 2 and "Did you mean 'char_ngram'?" in result.output
-    p = pipeline(tmp_path, {"source": "deepmatcher_csv", "path": str(d), "fields": {"name": "image"}})
-    result = invoke("run", p, ok=False)
-    assert result.exit_code == 2 and "image fields are not supported" in result.output
 
 
 def test_a_field_encoded_by_two_encoders_and_per_field_encoders(tmp_path, linkage_plugins):

@@ -3,6 +3,7 @@
 from engine.hookspecs import hookimpl
 
 from .char_ngram import CharNgramEncoder
+from .image import ImageEncoder
 from .sentence import SentenceEncoder
 from .sources import SOURCES
 from .tabular import CategoricalEncoder, MultiCategoricalEncoder, NumericEncoder
@@ -16,6 +17,7 @@ def register_encoders(register):
     register(MultiCategoricalEncoder)
     register(NumericEncoder)
     register(SentenceEncoder)
+    register(ImageEncoder)
 
 
 @hookimpl

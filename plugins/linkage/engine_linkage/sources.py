@@ -13,28 +13,39 @@
 Every value is read as a string; empty cells are missing values (``None``), which encoders handle. Bad input (a
 missing file or column, an empty table, a duplicate id, a pair naming an unknown id, a label other than 0/1) raises
 :class:`engine.errors.DataError` naming the file, the column and what was expected.
+
+A field of modality ``image`` holds image file paths; a relative path is relative to the dataset folder (``path``)
+and is made absolute on reading (:func:`finish`).
 """
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import Annotated, ClassVar, Literal
 
 import numpy as np
 import polars as pl
-from pydantic import Field, model_validator
+from pydantic import AfterValidator, Field, model_validator
 
 from engine.components import Component, ComponentConfig
 from engine.errors import DataError
+from engine.fields import MODALITIES
 
 from engine.data.readers import read_text
 from .records import SPLITS, LinkageData, PairSet, RecordTable, parse_fields
 
 __all__ = ["RecordTablesSource", "DeepMatcherCsvSource", "DittoTxtSource", "FebrlSource", "read_table",
-           "parse_ditto_record"]
+           "parse_ditto_record", "finish"]
 
-Modality = Literal["text", "categorical", "numeric", "date", "image"]
+
+def _known_modality(value: str) -> str:
+    if value not in MODALITIES:
+        raise ValueError(f"unknown modality {value!r}; expected one of {', '.join(MODALITIES)}")
+    return value
+
+
+Modality = Annotated[str, AfterValidator(_known_modality)]  #: one of engine.fields.MODALITIES
 
 
 # -- reading ---------------------------------------------------------------------------------------------------------
@@ -118,6 +129,18 @@ def pairs_from_frame(df: pl.DataFrame, path: Path | str, left: RecordTable, righ
     return PairSet(out[0], out[1], df["label"].cast(pl.Int8).to_numpy().astype(np.int64))
 
 
+def finish(data: LinkageData, directory: Path) -> LinkageData:
+    """Check ``data`` and make the paths of its ``image`` fields absolute: a relative path is relative to the dataset
+    folder ``directory`` (so the image encoder reads them wherever the process runs)."""
+    images = [f for f, modality in data.fields.items() if modality == "image"]
+    for table in (data.left, data.right):
+        for f in images if table is not None else ():
+            table.columns[f] = [v if v is None or Path(v).is_absolute() else str(directory / v)
+                                for v in table.columns[f]]
+    data.check()
+    return data
+
+
 # -- record_tables ---------------------------------------------------------------------------------------------------
 
 
@@ -157,9 +180,7 @@ class RecordTablesSource(Component):
             rpath = self.path / self.right_name
             right = make_table(read_table(rpath), rpath, self.id_column, list(fields))
         pairs = {s: read_pairs(self.path / f, left, right or left) for s, f in self.split_files.items()}
-        data = LinkageData(left, right, fields, pairs, "pairs", full_tables=self.full_tables)
-        data.check()
-        return data
+        return finish(LinkageData(left, right, fields, pairs, "pairs", full_tables=self.full_tables), self.path)
 
 
 # -- deepmatcher_csv -------------------------------------------------------------------------------------------------
@@ -207,9 +228,7 @@ class DeepMatcherCsvSource(Component):
             left, right = self._tables_from_pairs(frames, files, list(fields))
             full = False
         pairs = {s: pairs_from_frame(frames[s], files[s], left, right) for s in SPLITS}
-        data = LinkageData(left, right, fields, pairs, "pairs", full_tables=full)
-        data.check()
-        return data
+        return finish(LinkageData(left, right, fields, pairs, "pairs", full_tables=full), d)
 
     @staticmethod
     def _tables_from_pairs(frames, files, fields) -> tuple[RecordTable, RecordTable]:
@@ -307,9 +326,7 @@ class DittoTxtSource(Component):
             pairs[s] = PairSet(np.array([index[0][r[2]] for r in rows], dtype=np.int64),
                                np.array([index[1][r[3]] for r in rows], dtype=np.int64),
                                np.array([r[4] for r in rows], dtype=np.int64))
-        data = LinkageData(tables[0], tables[1], fields, pairs, "pairs", full_tables=False)
-        data.check()
-        return data
+        return finish(LinkageData(tables[0], tables[1], fields, pairs, "pairs", full_tables=False), d)
 
 
 # -- febrl -----------------------------------------------------------------------------------------------------------
@@ -404,8 +421,7 @@ class FebrlSource(Component):
             pairs[s] = PairSet(li[keep], ri[keep], np.ones(int(keep.sum()), dtype=np.int64))
         data = LinkageData(left, right, fields, pairs, "links", full_tables=True, record_split=record_split,
                            skipped=skipped)
-        data.check()
-        return data
+        return finish(data, self.path)
 
 
 SOURCES = (RecordTablesSource, DeepMatcherCsvSource, DittoTxtSource, FebrlSource)

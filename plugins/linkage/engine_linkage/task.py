@@ -1,12 +1,13 @@
 """The ``linkage`` task: record linkage / deduplication with a contrastive bi-encoder, blocking, re-ranking, clustering.
 
 Model: each field is encoded by the encoder of its modality (``model.encoders``: ``char_ngram`` for text by default,
-``categorical``, ``numeric``, ``sentence`` for pretrained MiniLM; ``date`` fields use the text encoder unless one is
-named), the fields are fused into one unit-norm record vector (``model.fusion``), and left and right records share
-the encoder. Training minimises a contrastive objective from the registry over matching pairs (default ``infonce``
-with ``symmetric: true``: CLIPPINGS' symmetric InfoNCE, the other pairs of the batch as negatives) plus, with
-``model.rerank``, the binary cross-entropy of a pair classifier over field similarities, on the labelled pairs and on
-hard negatives mined from the blocking index (``model.rerank.hard_negatives`` per record, re-mined every epoch).
+``categorical``, ``numeric``, ``sentence`` for pretrained MiniLM, ``image`` for image files; ``date`` fields use the
+text encoder unless one is named), the fields are fused into one unit-norm record vector (``model.fusion``), and left
+and right records share the encoder. Training minimises a contrastive objective from the registry over matching
+pairs (default ``infonce`` with ``symmetric: true``: CLIPPINGS' symmetric InfoNCE, the other pairs of the batch as
+negatives) plus, with ``model.rerank``, the binary cross-entropy of a pair classifier over field similarities, on the
+labelled pairs and on hard negatives mined from the blocking index (``model.rerank.hard_negatives`` per record,
+re-mined every epoch).
 
 Evaluation (the threshold is always chosen on ``valid`` by maximal F1, with the weights being evaluated, and applied
 unchanged on ``test``; it is kept on the task as ``threshold``):
@@ -64,7 +65,7 @@ class LinkageModelConfig(ComponentConfig):
     dim: int = Field(128, ge=2, description="record and field vector dimension")
     encoders: dict[str, EncoderSpec | list[EncoderSpec]] = Field(
         default_factory=lambda: {"text": EncoderSpec(name="char_ngram")},
-        description="modality (text, categorical, numeric, date) or field name -> field encoder, or a list of "
+        description="modality (text, categorical, numeric, date, image) or field name -> field encoder, or a list of "
                     "encoders (the field is encoded by each)")
     fusion: Literal["mean", "attention", "concat"] = Field("attention", description="fields -> record vector")
     objective: ObjectiveSpec = Field(
@@ -97,10 +98,6 @@ class LinkageTask(Task):
                               "'linkage' needs records (sources: record_tables, deepmatcher_csv, ditto_txt, febrl)")
         self.data = data
         self.model_cfg: LinkageModelConfig = self.config.model
-        for f, modality in data.fields.items():
-            if modality == "image":
-                raise ConfigError(f"data.fields.{f}: image fields are not supported by this version of "
-                                  "engine-linkage yet")
         self.threshold: float | None = None
         self.mined: tuple[np.ndarray, np.ndarray] | None = None
         self._test_output: dict[str, np.ndarray] | None = None
@@ -127,6 +124,8 @@ class LinkageTask(Task):
         n_left = len(d.left)
         columns = {f: self.values(d.left, f) + ([] if d.dedup else self.values(d.right, f)) for f in fields}
         feats = featurize_fields(fields, columns, encoders, m.encoders)
+        for key, enc in encoders.items():  # values an encoder could not read (image files): data_summary reports them
+            d.skipped.update({f"{key}_{cause}": n for cause, n in getattr(enc, "skipped", {}).items()})
         self.slots = slots = feats.slots
         left = feats.rows(0, n_left)
         self.features = {"left": left, "right": left if d.dedup else feats.rows(n_left, n_left + len(d.right))}

@@ -1,0 +1,101 @@
+"""benchmarks/render_records.py: the same command writes the same files; the layout is deepmatcher_csv's; OCR noise
+at rate 0 is the identity and at a high rate uses the confusions; and the string-distance baseline's protocol."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import random
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def load(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture(scope="module")
+def render():
+    return load("render_records")
+
+
+def write_source(d: Path) -> Path:
+    d.mkdir(parents=True)
+    names = ["sony turntable pslx350h", "bose acoustimass 5 series iii speaker system am53bk", "canon eos rebel",
+             None]
+    a = pl.DataFrame({"id": ["0", "1", "2", "3"], "name": names, "price": ["1", None, "3", "4"]})
+    a.write_csv(d / "tableA.csv")
+    pl.DataFrame({"id": ["10", "11", "12"], "name": names[:3], "price": ["1", "2", None]}).write_csv(d / "tableB.csv")
+    for split, rows in {"train": [(1, "0", "10"), (0, "0", "11"), (1, "1", "11")], "valid": [(1, "2", "12")],
+                        "test": [(0, "3", "12"), (1, "2", "12")]}.items():
+        pl.DataFrame({"label": [r[0] for r in rows], "left_id": [r[1] for r in rows],
+                      "right_id": [r[2] for r in rows]}).write_csv(d / f"{split}.csv")
+    return d
+
+
+def digest(d: Path) -> dict[str, str]:
+    return {str(p.relative_to(d)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(d.rglob("*"))
+            if p.is_file() and p.name != "render.json"}
+
+
+def test_rendering_is_deterministic_and_readable_by_deepmatcher_csv(tmp_path, render):
+    from engine_linkage.sources import DeepMatcherCsvSource
+
+    src = write_source(tmp_path / "src")
+    info = render.render_dataset(src, tmp_path / "a", height=24, width=96, ocr_rate=0.3)
+    render.render_dataset(src, tmp_path / "b", height=24, width=96, ocr_rate=0.3)
+    assert digest(tmp_path / "a") == digest(tmp_path / "b")  # byte for byte
+    assert info["counts"] == {"tableA_records": 4, "tableA_ocr_changed": 0, "tableB_records": 3,
+                              "tableB_ocr_changed": 3, "train_pairs": 3, "valid_pairs": 1, "test_pairs": 2}
+    other = render.render_dataset(src, tmp_path / "c", height=24, width=96, ocr_rate=0.3, seed=1)
+    assert digest(tmp_path / "c") != digest(tmp_path / "a") and other["counts"] == info["counts"]
+
+    out = tmp_path / "a"
+    a = pl.read_csv(out / "tableA.csv", infer_schema=False)
+    assert a.columns == ["id", "name", "price", "image"]
+    assert a["image"].to_list() == ["images/a/0.png", "images/a/1.png", "images/a/2.png", None]  # no name: no image
+    assert not (out / "images" / "a" / "3.png").exists()
+    from PIL import Image
+
+    with Image.open(out / "images" / "b" / "11.png") as im:
+        assert (im.mode, im.size) == ("L", (96, 24))
+    test = pl.read_csv(out / "test.csv", infer_schema=False)
+    assert test.columns == ["label", "left_id", "left_name", "left_price", "left_image", "right_id", "right_name",
+                            "right_price", "right_image"]
+    data = DeepMatcherCsvSource(str(out), fields={"name": "text", "image": "image"}).load()
+    assert data.left.values("image")[2] == str(out / "images" / "a" / "2.png")  # made absolute by the source
+    assert data.left.values("name")[:3] == a["name"].to_list()[:3]  # the left side keeps its text
+    assert data.right.values("name") != a["name"].to_list()[:3]  # the right side's is OCR-noised
+
+
+def test_ocr_noise(render):
+    text = "sony bravia theater black micro system davis50b"
+    assert render.ocr_noise(text, 0.0, random.Random(0)) == text
+    a = render.ocr_noise(text, 0.3, random.Random(5))
+    assert a == render.ocr_noise(text, 0.3, random.Random(5)) and a != text
+    noisy = [render.ocr_noise("rn", 1.0, random.Random(s)) for s in range(20)]
+    assert set(noisy) == {"m"}  # the two-letter confusion comes first
+    assert set(render.ocr_noise("x", 1.0, random.Random(s)) for s in range(50)) <= {"", "xx", "x "}
+
+
+def test_string_distance_threshold_is_chosen_on_valid(tmp_path):
+    sd = load("string_distance")
+    assert sd.levenshtein("kitten", "sitting") == pytest.approx(1 - 3 / 7)
+    assert sd.token_jaccard("a b c", "b c d") == pytest.approx(0.5) and sd.jaro_winkler("", "a") == 0.0
+    for split, rows in {"valid": [(1, "abc", "abd"), (0, "abc", "xyz"), (1, "hello", "hello")],
+                        "test": [(1, "abc", "abc"), (0, "abc", "abz"), (1, "qq", "qr")]}.items():
+        pl.DataFrame({"label": [r[0] for r in rows], "left_name": [r[1] for r in rows],
+                      "right_name": [r[2] for r in rows]}).write_csv(tmp_path / f"{split}.csv")
+    row = sd.evaluate(tmp_path, "name", "levenshtein")
+    # valid scores 2/3, 0, 1: the best cut is between 2/3 and 0; on test (1, 2/3, 1/2) every pair passes
+    assert row["threshold"] == pytest.approx(1 / 3, abs=1e-4)
+    assert (row["precision"], row["recall"]) == (pytest.approx(2 / 3, abs=1e-4), 1.0)
+    assert np.isclose(row["f1"], 0.8, atol=1e-4)
