@@ -36,7 +36,8 @@ from ..errors import DataError
 from ..fields import MODALITIES
 from .readers import read_text
 
-__all__ = ["ItemFeaturesConfig", "ItemFeatures", "read_item_table", "find_item_table", "load_item_features"]
+__all__ = ["ItemFeaturesConfig", "ItemFeatures", "read_item_table", "find_item_table", "item_ids_of",
+           "load_item_features"]
 
 _RECBOLE_TYPES = {"token": "categorical", "token_seq": "multi_categorical", "float": "numeric"}
 
@@ -165,6 +166,18 @@ def read_item_table(path: str | Path, id_field: str | None = None) -> tuple[str,
     return _table(path, id_field)
 
 
+def item_ids_of(df: pl.DataFrame, key: str, where: str) -> pl.Series:
+    """The id column ``key`` of a feature table as strings. Raises DataError on empty or duplicated ids."""
+    ids = df[key].cast(pl.String)
+    if ids.null_count():
+        raise DataError(f"{where}: {ids.null_count()} row(s) without an id in column {key!r}")
+    dup = ids.filter(ids.is_duplicated()).unique().sort()
+    if dup.len():
+        raise DataError(f"{where}: duplicated item id(s) in column {key!r}: {', '.join(dup.head(5).to_list())}"
+                        f"{' ...' if dup.len() > 5 else ''} ({dup.len()} in all)")
+    return ids
+
+
 def _check_numeric(df: pl.DataFrame, col: str, where: str) -> None:
     s = df[col].drop_nulls()
     if s.len() == 0 or s.dtype.is_numeric():
@@ -204,13 +217,7 @@ def load_item_features(cfg: ItemFeaturesConfig, data_path: str | None, item_ids:
                             f"{', '.join(c for c in df.columns if c != key)})")
         if modality == "numeric":
             _check_numeric(df, f, where)
-    ids = df[key].cast(pl.String)
-    if ids.null_count():
-        raise DataError(f"{where}: {ids.null_count()} row(s) without an id in column {key!r}")
-    dup = ids.filter(ids.is_duplicated()).unique().sort()
-    if dup.len():
-        raise DataError(f"{where}: duplicated item id(s) in column {key!r}: {', '.join(dup.head(5).to_list())}"
-                        f"{' ...' if dup.len() > 5 else ''} ({dup.len()} in all)")
+    ids = item_ids_of(df, key, where)
     internal = [str(i) for i in (range(num_items) if item_ids is None else item_ids.to_list())]
     index = {orig: i for i, orig in enumerate(internal)}
     rows = np.array([index.get(i, -1) for i in ids.to_list()], dtype=np.int64)

@@ -70,7 +70,7 @@ def read_new_items(path: str | Path, fields: list[str], id_column: str | None = 
         -> tuple[pl.Series, dict[str, list[str | None]]]:
     """``(ids as strings, {field: values})`` of a feature table, values read as training reads them (strings; empty
     or null -> ``None``). Raises DataError on a missing field, empty or duplicated ids."""
-    from engine.data.item_features import read_item_table
+    from engine.data.item_features import item_ids_of, read_item_table
 
     key, df, _ = read_item_table(path, id_column)
     if key not in df.columns:
@@ -81,13 +81,7 @@ def read_new_items(path: str | Path, fields: list[str], id_column: str | None = 
         raise DataError(f"{path}: missing field(s) {', '.join(map(repr, missing))} of the model's content encoder "
                         f"(the table has {', '.join(c for c in df.columns if c != key)}); a column of nulls is fine "
                         "where an item has no such value")
-    ids = df[key].cast(pl.String)
-    if ids.null_count():
-        raise DataError(f"{path}: {ids.null_count()} row(s) without an id in column {key!r}")
-    dup = ids.filter(ids.is_duplicated()).unique().sort()
-    if dup.len():
-        raise DataError(f"{path}: duplicated item id(s) in column {key!r}: {', '.join(dup.head(5).to_list())}"
-                        f"{' ...' if dup.len() > 5 else ''} ({dup.len()} in all)")
+    ids = item_ids_of(df, key, str(path))
     columns = {f: [None if v is None or v.strip() == "" else v for v in df[f].cast(pl.String).to_list()]
                for f in fields}
     return ids, columns
