@@ -11,7 +11,8 @@ Formats (chosen by file name):
   ``text``, numeric ones to ``numeric``.
 
 ``fields`` in YAML names the fields to use and their modality (``text``, ``categorical``, ``multi_categorical``,
-``numeric``, ``date``), overriding the defaults. Without ``path``, the table is looked for beside the interactions
+``numeric``, ``date``, ``image``: a path to an image file, relative to the table's folder), overriding the
+defaults. Without ``path``, the table is looked for beside the interactions
 (``data.path``): ``<stem>.item`` next to ``<stem>.inter[.gz]``, ``<stem>_item2attributes.json`` next to
 ``<stem>.txt[.gz]``.
 
@@ -37,7 +38,7 @@ from ..fields import MODALITIES
 from .readers import read_text
 
 __all__ = ["ItemFeaturesConfig", "ItemFeatures", "read_item_table", "find_item_table", "item_ids_of",
-           "load_item_features"]
+           "image_paths", "load_item_features"]
 
 _RECBOLE_TYPES = {"token": "categorical", "token_seq": "multi_categorical", "float": "numeric"}
 
@@ -48,7 +49,7 @@ class ItemFeaturesConfig(ComponentConfig):
     path: str | None = Field(None, description="the feature table; default: found beside data.path")
     id_field: str | None = Field(None, description="the id column (default: item_id for .item files, else item)")
     fields: dict[str, str] | None = Field(
-        None, description="field -> modality (text, categorical, multi_categorical, numeric, date); default: "
+        None, description="field -> modality (text, categorical, multi_categorical, numeric, date, image); default: "
         "every field with the modality of its type")
 
 
@@ -166,6 +167,12 @@ def read_item_table(path: str | Path, id_field: str | None = None) -> tuple[str,
     return _table(path, id_field)
 
 
+def image_paths(values: list[str | None], directory: Path) -> list[str | None]:
+    """An ``image`` field's values with relative paths made absolute against ``directory`` (the feature table's
+    folder), so the image encoder reads them wherever the process runs."""
+    return [v if v is None or Path(v).is_absolute() else str(directory / v) for v in values]
+
+
 def item_ids_of(df: pl.DataFrame, key: str, where: str) -> pl.Series:
     """The id column ``key`` of a feature table as strings. Raises DataError on empty or duplicated ids."""
     ids = df[key].cast(pl.String)
@@ -208,10 +215,9 @@ def load_item_features(cfg: ItemFeaturesConfig, data_path: str | None, item_ids:
     if not fields:
         raise DataError(f"{where}: no usable feature field; name them in data.item_features.fields")
     for f, modality in fields.items():
-        if modality not in MODALITIES or modality == "image":
-            usable = [m for m in MODALITIES if m != "image"]
-            raise DataError(f"data.item_features.fields.{f}: unknown or unsupported modality {modality!r}; expected "
-                            f"one of {', '.join(usable)}")
+        if modality not in MODALITIES:
+            raise DataError(f"data.item_features.fields.{f}: unknown modality {modality!r}; expected one of "
+                            f"{', '.join(MODALITIES)}")
         if f not in df.columns or f == key:
             raise DataError(f"{where}: missing field {f!r} named in data.item_features.fields (fields: "
                             f"{', '.join(c for c in df.columns if c != key)})")
@@ -228,7 +234,7 @@ def load_item_features(cfg: ItemFeaturesConfig, data_path: str | None, item_ids:
         col = df[f].cast(pl.String).to_list()
         for r, v in zip(rows[known], np.asarray(col, dtype=object)[known]):
             values[r] = None if v is None or str(v).strip() == "" else str(v)
-        columns[f] = values
+        columns[f] = image_paths(values, path.parent) if fields[f] == "image" else values
     if df.height and not known.any():
         raise DataError(f"{where}: none of the {df.height} row ids in column {key!r} is an item of the interactions "
                         f"(e.g. {ids[0]!r}; items look like {internal[min(1, len(internal) - 1)]!r}); check "

@@ -61,16 +61,21 @@ class ContentEncoder:
     def fields(self) -> list[str]:
         return self.featurize.fields
 
+    @property
+    def image_fields(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(s["field"] for s in self.featurize.slots if s.get("modality") == "image"))
+
     def __call__(self, columns: dict[str, list[str | None]]) -> np.ndarray:
         ids, values = self.featurize(columns)
         return run_encoder(self.session, self.inputs, ids, values, self.dim)
 
 
-def read_new_items(path: str | Path, fields: list[str], id_column: str | None = None) \
+def read_new_items(path: str | Path, fields: list[str], id_column: str | None = None, images: tuple[str, ...] = ()) \
         -> tuple[pl.Series, dict[str, list[str | None]]]:
     """``(ids as strings, {field: values})`` of a feature table, values read as training reads them (strings; empty
-    or null -> ``None``). Raises DataError on a missing field, empty or duplicated ids."""
-    from engine.data.item_features import item_ids_of, read_item_table
+    or null -> ``None``; the ``images`` fields' relative paths against the table's folder). Raises DataError on a
+    missing field, empty or duplicated ids."""
+    from engine.data.item_features import image_paths, item_ids_of, read_item_table
 
     key, df, _ = read_item_table(path, id_column)
     if key not in df.columns:
@@ -84,6 +89,8 @@ def read_new_items(path: str | Path, fields: list[str], id_column: str | None = 
     ids = item_ids_of(df, key, str(path))
     columns = {f: [None if v is None or v.strip() == "" else v for v in df[f].cast(pl.String).to_list()]
                for f in fields}
+    for f in images:
+        columns[f] = image_paths(columns[f], Path(path).parent)
     return ids, columns
 
 
@@ -97,7 +104,7 @@ class NewItems:
         if encoder.dim != dim:
             raise ModelError(f"{directory}: the content encoder gives {encoder.dim}-d vectors, the model scores "
                              f"{dim}-d ones")
-        ids, columns = read_new_items(path, encoder.fields, id_column)
+        ids, columns = read_new_items(path, encoder.fields, id_column, encoder.image_fields)
         try:
             typed = ids.cast(catalogue.dtype, strict=True)
         except Exception:  # noqa: BLE001 - polars raises several types

@@ -183,13 +183,20 @@ def test_numeric_field_with_only_text_is_an_error(tmp_path):
     assert feats.columns == {"year": ["unknown", None, "n/a"]}
 
 
-@pytest.mark.parametrize("modality", ["video", "image", "Text"])
+@pytest.mark.parametrize("modality", ["video", "picture", "Text"])
 def test_unknown_modality_is_an_error(tmp_path, modality):
     path = write(tmp_path / "items.csv", "item,title\n0,a\n")
-    with pytest.raises(DataError, match=rf"data\.item_features\.fields\.title: unknown or unsupported modality "
+    with pytest.raises(DataError, match=rf"data\.item_features\.fields\.title: unknown modality "
                                         rf"'{modality}'; expected one of text, categorical, multi_categorical, "
-                                        r"numeric, date$"):
+                                        r"numeric, date, image$"):
         load_item_features(cfg(path, fields={"title": modality}), None, None, 1)
+
+
+def test_image_paths_are_relative_to_the_table(tmp_path):
+    (tmp_path / "meta").mkdir()
+    path = write(tmp_path / "meta" / "items.csv", "item,poster\n0,img/0.png\n1,\n2,/abs/2.png\n")
+    feats = load_item_features(cfg(path, fields={"poster": "image"}), None, None, 3)
+    assert feats.columns == {"poster": [str(tmp_path / "meta" / "img" / "0.png"), None, "/abs/2.png"]}
 
 
 def test_missing_field_is_an_error_listing_the_fields(tmp_path):

@@ -231,3 +231,61 @@ def test_a_model_without_content_has_no_new_items(graph_export, tmp_path, plugin
     pl.DataFrame({"item": [NEW], "title": ["a"]}).write_parquet(tmp_path / "new.parquet")
     with pytest.raises(ModelError, match="no item content encoder"):
         ExportedModel(directory).add_items(tmp_path / "new.parquet")
+
+
+@pytest.fixture(scope="module")
+def poster_export(tmp_path_factory, plugins):
+    """LightGCN with an image field (a poster per item, 16x16 PNGs; one corrupt, one missing) and 25% cold items."""
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("poster-new-items")
+    data = root / "data"
+    (data / "posters").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for name, (lo, hi) in {"train": (0, 8), "valid": (8, 10), "test": (10, 12)}.items():
+        lines = [f"{u} {' '.join(map(str, np.roll(rng.permutation(NUM_ITEMS), u)[lo:hi]))}" for u in range(NUM_USERS)]
+        (data / f"{name}.txt").write_text("\n".join(lines) + "\n")
+    for i in range(NUM_ITEMS):
+        pixels = np.zeros((16, 16), np.uint8)
+        pixels[:, (i % 4) * 4:(i % 4) * 4 + 4] = 255  # one stripe per "genre"
+        Image.fromarray(pixels).save(data / "posters" / f"{i}.png")
+    (data / "posters" / "3.png").write_bytes(b"not a png")  # corrupt: absent, counted
+    (data / "posters" / "5.png").unlink()  # missing: absent, counted
+    rows = ["item,poster,genre"] + [f"{i},posters/{i}.png,g{i % 4}" for i in range(NUM_ITEMS)]
+    (data / "items.csv").write_text("\n".join(rows) + "\n")
+    doc = {"name": "poster-new-items", "task": "graph_cf", "seed": 5,
+           "data": {"source": "lightgcn_txt", "path": str(data), "valid": "valid.txt",
+                    "item_features": {"path": str(data / "items.csv"),
+                                      "fields": {"poster": "image", "genre": "categorical"}},
+                    "cold_items": {"ratio": 0.25, "seed": 1}},
+           "model": {"encoder": {"name": "lightgcn", "embedding_dim": 8, "num_layers": 2},
+                     "content": {"fusion": "mean", "input": False,
+                                 "encoders": {"image": {"name": "image", "height": 8, "width": 8,
+                                                        "filters": [4, 8]}}}},
+           "train": {**TRAIN, "epochs": 1, "checkpoint_dir": str(root / "checkpoints"), "monitor": "ndcg@5"},
+           "evaluate": {"ks": [5]}, "tracking": {"enabled": False}}
+    directory, cold = _train_and_export(root, doc)
+    return directory, cold, data
+
+
+def test_image_content_exports_and_ranks_new_items(poster_export, tmp_path, plugins):
+    """An image field in the item content: trained, exported (the image encoder inside content_encoder.onnx), and
+    new items given with poster paths relative to their own table score as their cold twins."""
+    import shutil
+
+    directory, cold, data = poster_export
+    spec = json.loads((directory / "content_encoder.json").read_text())
+    assert {s["modality"] for s in spec["slots"]} == {"image", "categorical"}
+    assert json.loads((directory / "export.json").read_text())["content_encoder"]["max_abs_diff"] < 1e-4
+    (tmp_path / "pics").mkdir()
+    for c in cold.tolist():
+        if (data / "posters" / f"{c}.png").exists():
+            shutil.copy(data / "posters" / f"{c}.png", tmp_path / "pics" / f"{c}.png")
+    pl.DataFrame({"item": [NEW + c for c in cold.tolist()], "poster": [f"pics/{c}.png" for c in cold.tolist()],
+                  "genre": [f"g{c % 4}" for c in cold.tolist()]}).write_parquet(tmp_path / "new.parquet")
+    model = ExportedModel(directory)
+    before = model.scores(np.arange(NUM_USERS))
+    assert model.add_items(tmp_path / "new.parquet")["new_items"] == cold.size
+    twins = np.asarray([i - NEW for i in model.item_ids.to_list()[NUM_ITEMS:]])
+    after = model.scores(np.arange(NUM_USERS))
+    assert np.abs(after[:, NUM_ITEMS:] - before[:, twins]).max() < 1e-4
