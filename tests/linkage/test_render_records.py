@@ -87,6 +87,8 @@ def test_ocr_noise(render):
 
 
 def test_string_distance_threshold_is_chosen_on_valid(tmp_path):
+    pytest.importorskip("jellyfish", reason="the string-distance baseline needs the bench extra "
+                                            "(pip install -e 'plugins/linkage[bench]')")
     sd = load("string_distance")
     assert sd.levenshtein("kitten", "sitting") == pytest.approx(1 - 3 / 7)
     assert sd.token_jaccard("a b c", "b c d") == pytest.approx(0.5) and sd.jaro_winkler("", "a") == 0.0
