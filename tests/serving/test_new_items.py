@@ -63,6 +63,14 @@ def _train_and_export(root: pathlib.Path, doc: dict) -> tuple[pathlib.Path, np.n
     return root / "export", _cold_items(pipeline)
 
 
+def _write_interactions(data: pathlib.Path) -> None:
+    """LightGCN-format train / valid / test files: per user 8 / 2 / 2 items of a shifted random permutation."""
+    rng = np.random.default_rng(0)
+    for name, (lo, hi) in {"train": (0, 8), "valid": (8, 10), "test": (10, 12)}.items():
+        lines = [f"{u} {' '.join(map(str, np.roll(rng.permutation(NUM_ITEMS), u)[lo:hi]))}" for u in range(NUM_USERS)]
+        (data / f"{name}.txt").write_text("\n".join(lines) + "\n")
+
+
 TRAIN = {"epochs": 2, "batch_size": 32, "lr": 0.02, "patience": None, "eval_every": 1, "num_threads": 1}
 
 
@@ -72,10 +80,7 @@ def graph_export(tmp_path_factory, plugins):
     root = tmp_path_factory.mktemp("graph-new-items")
     data = root / "data"
     data.mkdir()
-    rng = np.random.default_rng(0)
-    for name, (lo, hi) in {"train": (0, 8), "valid": (8, 10), "test": (10, 12)}.items():
-        lines = [f"{u} {' '.join(map(str, np.roll(rng.permutation(NUM_ITEMS), u)[lo:hi]))}" for u in range(NUM_USERS)]
-        (data / f"{name}.txt").write_text("\n".join(lines) + "\n")
+    _write_interactions(data)
     rows = ["item_id:token\ttitle:token_seq\tgenre:token\tyear:float"]
     rows += [f"{i}\tword{i % 5} other{i % 3}\tg{i % 4}\t{1980 + i}" for i in range(NUM_ITEMS)]
     (data / "items.item").write_text("\n".join(rows) + "\n")
@@ -241,10 +246,7 @@ def poster_export(tmp_path_factory, plugins):
     root = tmp_path_factory.mktemp("poster-new-items")
     data = root / "data"
     (data / "posters").mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    for name, (lo, hi) in {"train": (0, 8), "valid": (8, 10), "test": (10, 12)}.items():
-        lines = [f"{u} {' '.join(map(str, np.roll(rng.permutation(NUM_ITEMS), u)[lo:hi]))}" for u in range(NUM_USERS)]
-        (data / f"{name}.txt").write_text("\n".join(lines) + "\n")
+    _write_interactions(data)
     for i in range(NUM_ITEMS):
         pixels = np.zeros((16, 16), np.uint8)
         pixels[:, (i % 4) * 4:(i % 4) * 4 + 4] = 255  # one stripe per "genre"
