@@ -17,6 +17,7 @@ from engine_graphcl.content import item_graph_adjacency
 from engine_graphcl.lightgcn import GraphEncoding
 from engine_graphcl.sampling import NegativeSampler
 from engine_graphcl.task import GraphCFTask
+from graph_fixed_encoder import FixedEncoder
 from naive_ranking import naive_ranking
 
 NUM_USERS, NUM_ITEMS, DIM = 10, 16, 8
@@ -127,18 +128,6 @@ def naive_infonce(a: torch.Tensor, b: torch.Tensor, tau: float) -> float:
         top = max(logits)
         total += top + math.log(sum(math.exp(x - top) for x in logits)) - logits[r]
     return total / a.shape[0]
-
-
-class FixedEncoder(torch.nn.Module):
-    """Returns a given encoding whatever the graph and the item input (a hand-built encoder output)."""
-
-    def __init__(self, encoding: GraphEncoding) -> None:
-        super().__init__()
-        self.dummy = torch.nn.Parameter(torch.zeros(1))
-        self.encoding = encoding
-
-    def forward(self, graph, **kwargs) -> GraphEncoding:
-        return self.encoding
 
 
 # -- the split and the sampler ---------------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from engine_graphcl.lightgcn import GraphEncoding
 from engine_graphcl.sampling import NegativeSampler
 from engine_graphcl.task import GraphCFTask, GraphScorer
+from graph_fixed_encoder import FixedEncoder
 from naive_ranking import naive_ranking
 
 NUM_USERS, NUM_ITEMS = 6, 12
@@ -54,18 +55,6 @@ def make_task(tmp_path, model=None, **train):
     task, net = prepare(load_pipeline(doc))
     assert isinstance(task, GraphCFTask)
     return task, net, splits
-
-
-class FixedEncoder(torch.nn.Module):
-    """Returns a given encoding whatever the graph (a hand-built encoder output)."""
-
-    def __init__(self, encoding: GraphEncoding) -> None:
-        super().__init__()
-        self.dummy = torch.nn.Parameter(torch.zeros(1))
-        self.encoding = encoding
-
-    def forward(self, graph, **kwargs) -> GraphEncoding:
-        return self.encoding
 
 
 def val(t: torch.Tensor) -> float:

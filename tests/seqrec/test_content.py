@@ -315,6 +315,21 @@ def make_task(tmp_path, content=None, data=None, model=None, attributes=True, **
     return task, net, seqs
 
 
+def reference_positions(net, batch):
+    """``(content rows, item table, hidden states, targets)`` in float64, by hand: the content added to a copy of
+    the encoder's item embeddings (padding and mask rows zero), the batch encoded, the positions with a target."""
+    content = net.content().detach().double()
+    item_input = torch.cat([torch.zeros(1, DIM, dtype=torch.float64), content[1:],
+                            torch.zeros(1, DIM, dtype=torch.float64)])
+    ref = copy.deepcopy(net.encoder).double()
+    with torch.no_grad():
+        ref.item_embedding.weight += item_input
+        hidden = ref(batch.inputs)
+    table = ref.item_embeddings().detach()
+    where = batch.targets > 0
+    return content, table, hidden[where], batch.targets[where]
+
+
 def naive_warm(task) -> set[int]:
     return {i for s in sequences_of(task.data) for i in s[:-2]}
 
@@ -381,16 +396,7 @@ def test_training_softmax_leaves_out_every_non_warm_item(tmp_path, plugins):
     assert not set(batch.targets.unique().tolist()) & set(non_warm)
     out = task.training_step(net, batch)
     # the same loss by hand: hidden states with the content added to the item embeddings, softmax over warm items
-    content = net.content().detach().double()
-    item_input = torch.cat([torch.zeros(1, DIM, dtype=torch.float64), content[1:],
-                            torch.zeros(1, DIM, dtype=torch.float64)])
-    ref = copy.deepcopy(net.encoder).double()
-    with torch.no_grad():
-        ref.item_embedding.weight += item_input
-        hidden = ref(batch.inputs)
-    table = ref.item_embeddings().detach()
-    where = batch.targets > 0
-    h, t = hidden[where], batch.targets[where]
+    content, table, h, t = reference_positions(net, batch)
     cands = sorted(warm)
     want = 0.0
     for r in range(h.shape[0]):
@@ -411,16 +417,7 @@ def test_content_terms_use_the_content_view(tmp_path, plugins):
                                         "align": {"name": "infonce", "temperature": tau, "weight": align_w}})
     batch = next(iter(task.train_batches(1, torch.Generator().manual_seed(0))))
     out = task.training_step(net, batch)
-    content = net.content().detach().double()
-    item_input = torch.cat([torch.zeros(1, DIM, dtype=torch.float64), content[1:],
-                            torch.zeros(1, DIM, dtype=torch.float64)])
-    ref = copy.deepcopy(net.encoder).double()
-    with torch.no_grad():
-        ref.item_embedding.weight += item_input
-        hidden = ref(batch.inputs)
-    table = ref.item_embeddings().detach()
-    where = batch.targets > 0
-    h, t = hidden[where], batch.targets[where]
+    content, table, h, t = reference_positions(net, batch)
     warm = sorted(naive_warm(task))
     # content/rec: the same softmax over warm items, scored against the content rows alone
     rec = sum(float(torch.logsumexp(torch.stack([h[r] @ content[i] for i in warm]), 0) - h[r] @ content[t[r]])
