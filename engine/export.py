@@ -43,16 +43,23 @@ def export_onnx(
     input_names: Sequence[str],
     output_names: Sequence[str],
     dynamic_batch: Sequence[str],
+    dynamic_length: Sequence[str] = (),
 ) -> Path:
-    """Export ``module`` to ``path`` (atomically) with dim 0 of the inputs named in ``dynamic_batch`` dynamic."""
+    """Export ``module`` to ``path`` (atomically) with dim 0 of the inputs named in ``dynamic_batch`` dynamic, and
+    dim 1 of those in ``dynamic_length`` (token sequences), one shared length."""
     import torch
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     module = module.eval()
     params = list(__import__("inspect").signature(module.forward).parameters)
-    batch = torch.export.Dim("batch")
-    dynamic = {p: ({0: batch} if name in dynamic_batch else None) for p, name in zip(params, input_names)}
+    batch, length = torch.export.Dim("batch"), torch.export.Dim("length")
+
+    def axes(name: str):
+        dims = ({0: batch} if name in dynamic_batch else {}) | ({1: length} if name in dynamic_length else {})
+        return dims or None
+
+    dynamic = {p: axes(name) for p, name in zip(params, input_names)}
     with atomic_path(path) as tmp, contextlib.redirect_stdout(io.StringIO()), torch.no_grad():
         torch.onnx.export(module, tuple(example_inputs), tmp, input_names=list(input_names),
                           output_names=list(output_names), dynamo=True, external_data=False,

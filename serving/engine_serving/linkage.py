@@ -3,7 +3,8 @@
 An export of the ``linkage`` family holds ``record_encoder.onnx`` and the files of
 :func:`engine_linkage.export.write_serving_files` (``export.json``'s ``serving`` block names them): the right
 table's ids and record vectors, each slot's featuriser (its registry encoder name and options), the threshold chosen
-on valid, and with a pair classifier ``pair_scorer.onnx`` plus the right table's features.
+on valid, and with a pair classifier ``pair_scorer.onnx`` plus the right table's features, or with a cross-encoder
+``cross_encoder.onnx``, its tokenizer and the right table serialised.
 
 Matching a record, as the task does in evaluation:
 
@@ -13,8 +14,9 @@ Matching a record, as the task does in evaluation:
 2. embed it with the ONNX record encoder (unit-norm vector);
 3. take the ``k`` right records of highest cosine (exact: a matrix product and top-k; or ``--index faiss``); for a
    dedup export (one table), a record of the table whose id is the input record's is not its own candidate;
-4. score each candidate: the pair classifier's probability where the export has one, else the cosine; order the
-   record's candidates by score and, with ``matches_only``, keep those scoring at least the threshold.
+4. score each candidate: the cross-encoder's probability where the export has one (the record serialised as
+   ``field: value | ...``, the pair tokenised as in training), else the pair classifier's, else the cosine; order
+   the record's candidates by score and, with ``matches_only``, keep those scoring at least the threshold.
 """
 
 from __future__ import annotations
@@ -40,6 +42,8 @@ log = logging.getLogger("engine.serving")
 RECORD_FIELD = "_record"
 #: pairs per run of the pair scorer
 PAIR_BATCH = 4096
+#: pairs per run of the cross-encoder (a transformer: its activations grow with batch x length^2)
+CROSS_BATCH = 64
 
 
 def clean_value(value: Any) -> str | None:
@@ -76,6 +80,8 @@ class LinkageModel:
         names = ["encoder", "right_ids", "right_vectors"]
         if serving.get("pair_scorer"):
             names += ["pair_scorer", "right_features_ids", "right_features_values"]
+        if serving.get("cross_encoder"):
+            names += ["cross_encoder", "right_texts"]
         files = {k: self.directory / serving[k] for k in names}
         missing = [p.name for p in files.values() if not p.is_file()]
         if missing:
@@ -100,6 +106,9 @@ class LinkageModel:
             self.pair_inputs = [i.name for i in self.pair_session.get_inputs()]
             self.right_features = {"ids": np.load(files["right_features_ids"], mmap_mode="r"),
                                    "values": np.load(files["right_features_values"], mmap_mode="r")}
+        self.cross_session = None
+        if serving.get("cross_encoder"):
+            self._load_cross(serving, files, prefer_gpu)
         self.featurize_slots = SlotFeaturizer(self.slots, self.widths, self.directory)
         self.fingerprint = {"export.json": (self.directory / "export.json").read_text(encoding="utf-8"),
                             "onnx_bytes": files["encoder"].stat().st_size}
@@ -107,6 +116,21 @@ class LinkageModel:
         self.index_kind = "exact"
         log.info("linkage model %s: %d right records, fields %s, score %s, onnxruntime provider %s",
                  self.directory, self.num_right, ", ".join(self.fields), self.score_kind, self.provider)
+
+    def _load_cross(self, serving: dict[str, Any], files: dict[str, Path], prefer_gpu: bool) -> None:
+        tokenizer_dir = self.directory / serving["cross_tokenizer"]
+        if not tokenizer_dir.is_dir():
+            raise ModelError(f"{self.directory}: incomplete export, missing {tokenizer_dir.name}/")
+        try:
+            from transformers import AutoTokenizer
+        except ImportError:
+            raise ModelError(f"{self.directory}: the model scores pairs with a cross-encoder, whose tokenizer needs "
+                             "the transformers package (`pip install 'engine-linkage[minilm]'`)") from None
+        self.cross_tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir), local_files_only=True)
+        self.cross_session, _ = make_session(files["cross_encoder"], prefer_gpu, self.threads)
+        self.cross_fields: list[str] = list(serving["cross_fields"])
+        self.cross_max_length = int(serving["cross_max_length"])
+        self.right_texts: list[str] = pl.read_parquet(files["right_texts"])["text"].to_list()
 
     # -- records ------------------------------------------------------------------------------------------------------
     @property
@@ -163,6 +187,24 @@ class LinkageModel:
             out.append(self.pair_session.run(None, feeds)[0])
         return np.concatenate(out) if out else np.zeros(0, np.float32)
 
+    def cross_scores(self, columns: dict[str, list[str | None]], rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        """Match probabilities of pairs (left record ``rows[i]`` of ``columns``, right record ``cols[i]``), from
+        the cross-encoder."""
+        from engine_linkage.cross_encoder import serialize_records
+
+        left = serialize_records({f: columns[f] for f in self.cross_fields})
+        out = []
+        for s in range(0, rows.size, CROSS_BATCH):
+            r, c = rows[s:s + CROSS_BATCH], cols[s:s + CROSS_BATCH]
+            tokens = self.cross_tokenizer([left[i] for i in r], [self.right_texts[j] for j in c],
+                                          truncation="longest_first", max_length=self.cross_max_length,
+                                          padding=True, return_tensors="np")
+            feeds = {name: np.ascontiguousarray(tokens[name], dtype=np.int64) if name in tokens
+                     else np.zeros_like(tokens["input_ids"], dtype=np.int64)
+                     for name in ("input_ids", "attention_mask", "token_type_ids")}
+            out.append(self.cross_session.run(None, feeds)[0])
+        return np.concatenate(out) if out else np.zeros(0, np.float32)
+
     def match(self, columns: dict[str, list[str | None]], k: int, matches_only: bool = False,
               record_ids: Sequence[str] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(rows, right columns, scores)`` of the candidates of records ``columns``: per record (``rows`` in
@@ -178,8 +220,10 @@ class LinkageModel:
             valid &= np.cumsum(valid, axis=1) <= k
         rows = np.repeat(np.arange(cols.shape[0]), valid.sum(axis=1))
         cols, scores = cols[valid], cos[valid]
-        if self.pair_session is not None and rows.size:
-            scores = self.pair_scores(ids, values, rows, cols).astype(np.float32)
+        rescored = self.cross_session is not None or self.pair_session is not None
+        if rescored and rows.size:
+            scores = (self.cross_scores(columns, rows, cols) if self.cross_session is not None
+                      else self.pair_scores(ids, values, rows, cols)).astype(np.float32)
             order = np.lexsort((-scores, rows))  # stable: ties keep the cosine order
             rows, cols, scores = rows[order], cols[order], scores[order]
         if matches_only:

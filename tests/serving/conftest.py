@@ -216,6 +216,17 @@ def linkage_cosine_model(tmp_path_factory) -> Trained:
     return _linkage(tmp_path_factory, "linkage-cosine", {"rerank": None, "fusion": "mean", "whole_record": True})
 
 
+@pytest.fixture(scope="session")
+def linkage_cross_model(tmp_path_factory) -> Trained:
+    """The same data, pairs scored by a cross-encoder (a tiny BERT written here) fine-tuned for 2 epochs."""
+    pytest.importorskip("transformers")
+    from tests.tiny_bert import write_tiny_bert
+
+    bert = write_tiny_bert(tmp_path_factory.mktemp("tiny-bert"), FIRST + LAST + CITY + ["name", "city", "year"])
+    return _linkage(tmp_path_factory, "linkage-cross", {"rerank": None, "cross_encoder": {
+        "model_path": str(bert), "max_length": 32, "lr": 1e-3, "batch_size": 8, "epochs": 2}})
+
+
 @pytest.fixture
 def linkage_registry():
     """The linkage plugin registered in memory, so featurisers can be rebuilt from the registry."""

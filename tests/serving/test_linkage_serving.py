@@ -103,7 +103,7 @@ def test_onnx_parity_encoder_and_pair_scorer(which, request, linkage_registry):
 
 
 @pytest.mark.parametrize("which, matches_only", [("linkage_model", False), ("linkage_model", True),
-                                                 ("linkage_cosine_model", True)])
+                                                 ("linkage_cosine_model", True), ("linkage_cross_model", True)])
 def test_score_job_equals_the_naive_reference(which, matches_only, request, linkage_registry, tmp_path):
     trained = request.getfixturevalue(which)
     left, _ = tables(trained)
@@ -128,6 +128,24 @@ def test_score_job_equals_the_naive_reference(which, matches_only, request, link
         borderline = {(a, b) for a, b, s, *_ in [*task_matches.iter_rows(), *got.iter_rows()]
                       if abs(s - threshold) < 1e-5}
         assert pairs(task_matches) and pairs(got) ^ pairs(task_matches) <= borderline
+
+
+def test_cross_encoder_export_scores_raw_records_as_the_task(linkage_cross_model, linkage_registry):
+    """onnxruntime on pairs serialised and tokenised from the raw CSV rows == the task's PyTorch scores."""
+    from engine_serving import load_model
+    from engine_serving.linkage import record_columns
+
+    trained = linkage_cross_model
+    task, model = trained.task, trained.model
+    served = load_model(str(trained.export), threads=1)
+    meta = json.loads((trained.export / "export.json").read_text())["serving"]
+    assert served.score_kind == "probability" and served.pair_session is None
+    assert meta["cross_encoder_max_abs_diff"] < 1e-5 and meta["cross_fields"] == ["name", "city", "year"]
+    assert served.right_texts == task.texts["right"]
+    frame = pl.read_csv(tables(trained)[0], infer_schema=False)
+    p = task.data.pairs["valid"]
+    got = served.cross_scores(record_columns(frame, served.input_fields), p.left, p.right)
+    np.testing.assert_allclose(got, task.score_pairs(model, p.left, p.right), atol=1e-5)
 
 
 def test_linkage_faiss_candidates_equal_exact(linkage_model, linkage_registry):

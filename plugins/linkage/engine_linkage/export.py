@@ -7,6 +7,8 @@
   ``POST /match``), how to featurise a raw record again (each slot's registry encoder and options), the threshold,
   and with a pair classifier (``model.rerank``) ``pair_scorer.onnx`` (both featurised records of a pair -> match
   probability) with the right table's features.
+* :func:`write_cross_encoder`: with ``model.cross_encoder``, ``cross_encoder.onnx`` (token ids of serialised pairs
+  -> match probability; dynamic batch and length), its tokenizer, and the right table serialised.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from engine.fields import featurizer_spec, field_inputs_graph, slot_specs
 from .model import jaccard
 
 __all__ = ["record_encoder_export", "pair_scorer_export", "featurizer_spec", "write_serving_files",
-           "export_linkage_model"]
+           "write_cross_encoder", "export_linkage_model"]
 
 
 def record_encoder_export(encoder: nn.Module, slots) -> tuple[nn.Module, tuple[str, ...]]:
@@ -151,6 +153,51 @@ def write_serving_files(directory: str | Path, encoder: nn.Module, slots, right_
     return serving
 
 
+# -- the cross-encoder ----------------------------------------------------------------------------------------------
+class _CrossProbability(nn.Module):
+    """``sigmoid(cross-encoder logit)`` of tokenised pairs: what ``LinkageTask.score_pairs`` computes with
+    ``cross_encoder``."""
+
+    def __init__(self, cross: nn.Module) -> None:
+        super().__init__()
+        self.cross = cross
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor, token_type_ids: Tensor) -> Tensor:
+        return torch.sigmoid(self.cross(input_ids, attention_mask, token_type_ids))
+
+
+def write_cross_encoder(directory: str | Path, cross: nn.Module, right_texts: Sequence[str], *, fields: Sequence[str],
+                        left_texts: Sequence[str]) -> dict[str, Any]:
+    """``cross_encoder.onnx`` (parity checked on pairs of ``left_texts`` x ``right_texts``), ``cross_tokenizer/``
+    and ``right_texts.parquet`` (column ``text``, in the right table's row order); returns the entries of the
+    ``serving`` block: how a raw record is serialised (``cross_fields``) and tokenised (``cross_max_length``)."""
+    import copy
+
+    import polars as pl
+
+    from engine.export import export_onnx, parity_check
+
+    from .cross_encoder import INPUT_NAMES
+
+    out = Path(directory)
+    cross = copy.deepcopy(cross).cpu().eval()
+    module = _CrossProbability(cross).eval()
+    g = torch.Generator().manual_seed(0)
+    n_l, n_r = len(left_texts), len(right_texts)
+    a, b = torch.randint(0, n_l, (64,), generator=g).tolist(), torch.randint(0, n_r, (64,), generator=g).tolist()
+    tokens = cross.tokenize([left_texts[i] for i in a], [right_texts[i] for i in b])
+    path = out / "cross_encoder.onnx"
+    example = tuple(tokens[k][:4] for k in INPUT_NAMES)
+    export_onnx(module, example, path, list(INPUT_NAMES), ["match_probability"], dynamic_batch=list(INPUT_NAMES),
+                dynamic_length=list(INPUT_NAMES))
+    report = parity_check(module, path, tuple(tokens[k] for k in INPUT_NAMES), list(INPUT_NAMES))
+    cross.tokenizer.save_pretrained(out / "cross_tokenizer")
+    pl.DataFrame({"text": pl.Series(list(right_texts), dtype=pl.String)}).write_parquet(out / "right_texts.parquet")
+    return {"cross_encoder": "cross_encoder.onnx", "cross_encoder_max_abs_diff": report["max_abs_diff"],
+            "cross_tokenizer": "cross_tokenizer", "right_texts": "right_texts.parquet", "cross_fields": list(fields),
+            "cross_max_length": int(cross.max_length), "score": "probability"}
+
+
 def export_linkage_model(task, model, directory: str) -> dict[str, Any]:
     """``record_encoder.onnx``, ``record_schema.json`` and the serving files of a trained linkage task."""
     import copy
@@ -184,6 +231,9 @@ def export_linkage_model(task, model, directory: str) -> dict[str, Any]:
         fields=list(task.data.fields), whole_record=m.whole_record, threshold=task.threshold,
         blocking_k=m.blocking_k, dedup=task.data.dedup, classifier=getattr(model, "classifier", None),
         jaccard_slots=task.jaccard_slots if m.rerank is not None and m.rerank.jaccard else ())
+    if m.cross_encoder is not None:
+        serving.update(write_cross_encoder(out, model.cross, task.texts["right"], fields=task.cross_fields,
+                                           left_texts=task.texts["left"]))
     return {"path": str(path), "schema": str(schema_path), "dim": task.model_cfg.dim,
             "inputs": {k: ("int64" if k == "ids" else "float32") + "[batch, width]" for k in names},
             "outputs": {"record_vector": "float32[batch, dim]"}, "threshold": task.threshold, **report,

@@ -7,7 +7,8 @@ and right records share the encoder. Training minimises a contrastive objective 
 pairs (default ``infonce`` with ``symmetric: true``: CLIPPINGS' symmetric InfoNCE, the other pairs of the batch as
 negatives) plus, with ``model.rerank``, the binary cross-entropy of a pair classifier over field similarities, on the
 labelled pairs and on hard negatives mined from the blocking index (``model.rerank.hard_negatives`` per record,
-re-mined every epoch).
+re-mined every epoch). With ``model.cross_encoder`` a pretrained transformer, fine-tuned on the same pairs with its
+own optimiser (:mod:`engine_linkage.cross_encoder`), scores the pairs instead (Ditto's retrieve-then-rerank).
 
 Evaluation (the threshold is always chosen on ``valid`` by maximal F1, with the weights being evaluated, and applied
 unchanged on ``test``; it is kept on the task as ``threshold``):
@@ -25,20 +26,21 @@ as a tracking artifact), and the record encoder as ONNX with a parity check.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import Field
 
-from engine.components import ComponentConfig, ObjectiveOutput, require_pair_objective
-from engine.config import EncoderSpec, ObjectiveSpec
+from engine.components import ObjectiveOutput, require_pair_objective
 from engine.errors import ConfigError
 from engine.fields import build_field_encoders, featurize_fields
+from engine.files import atomic_path
 from engine.task import Task
 
 from .blocking import knn_candidates
+from .config import LinkageModelConfig, RerankConfig
+from .cross_encoder import CrossEncoder, cross_fields, serialize_records
 from .metrics import best_threshold, classify, cluster_prf, connected_components, pair_completeness, pair_keys, \
     reduction_ratio
 from .model import PairClassifier, RecordEncoder, jaccard
@@ -50,34 +52,6 @@ __all__ = ["LinkageTask", "LinkageModelConfig", "RerankConfig"]
 #: what evaluate("valid") reports, hence what train.monitor may name
 VALID_METRICS = ("f1", "precision", "recall")
 RECORD_FIELD = "_record"
-
-
-class RerankConfig(ComponentConfig):
-    weight: float = Field(1.0, ge=0, description="weight of the classifier's cross-entropy in the total loss")
-    hidden: int = Field(64, ge=1, description="width of the classifier's hidden layers")
-    jaccard: bool = Field(True, description="n-gram Jaccard similarity of each id field as a feature")
-    vector_features: bool = Field(False, description="also |u - v| and u * v of the record vectors as features")
-    hard_negatives: int = Field(0, ge=0, description="negatives per train record mined from the blocking index "
-                                                     "each epoch (neighbours that are not labelled matches)")
-
-
-class LinkageModelConfig(ComponentConfig):
-    dim: int = Field(128, ge=2, description="record and field vector dimension")
-    encoders: dict[str, EncoderSpec | list[EncoderSpec]] = Field(
-        default_factory=lambda: {"text": EncoderSpec(name="char_ngram")},
-        description="modality (text, categorical, numeric, date, image) or field name -> field encoder, or a list of "
-                    "encoders (the field is encoded by each)")
-    fusion: Literal["mean", "attention", "concat"] = Field("attention", description="fields -> record vector")
-    objective: ObjectiveSpec = Field(
-        default_factory=lambda: ObjectiveSpec(name="infonce", symmetric=True, temperature=0.05),
-        description="contrastive objective over matching pairs; its `weight` scales it")
-    rerank: RerankConfig | None = Field(default_factory=RerankConfig,
-                                        description="a pair classifier re-scores candidate pairs; null: cosine")
-    blocking_k: int = Field(10, ge=1, description="candidates per left record in blocking")
-    eval_batch_size: int = Field(1024, ge=1, description="records / pairs scored at once")
-    matches_out: str | None = Field(None, description="write the test matches here (parquet)")
-    whole_record: bool = Field(False, description="add a text field `_record`: the record's values joined, in "
-                                                  "field order (robust to values in the wrong attribute: Dirty sets)")
 
 
 class LinkageTask(Task):
@@ -100,6 +74,7 @@ class LinkageTask(Task):
         self.model_cfg: LinkageModelConfig = self.config.model
         self.threshold: float | None = None
         self.mined: tuple[np.ndarray, np.ndarray] | None = None
+        self._epoch = 1
         self._test_output: dict[str, np.ndarray] | None = None
 
     def data_summary(self) -> dict[str, Any]:
@@ -138,7 +113,36 @@ class LinkageTask(Task):
         if m.rerank is not None:
             model.classifier = PairClassifier(len(slots), m.dim, len(self.jaccard_slots) if m.rerank.jaccard else 0,
                                               m.rerank.hidden, m.rerank.vector_features)
+        if m.cross_encoder is not None:
+            model.cross = CrossEncoder(m.cross_encoder.model_path, m.cross_encoder.max_length)
+            self.cross_fields = cross_fields(self.data.fields, m.cross_encoder.fields)
+            self.texts = {side: serialize_records({f: self.values(table, f) for f in self.cross_fields})
+                          for side, table in (("left", d.left), ("right", d.right_table))}
         return model
+
+    def parameter_groups(self, model) -> dict[str, dict[str, Any]]:
+        """With a cross-encoder, it has its own optimiser (``cross``: a fine-tuning learning rate)."""
+        ce = self.model_cfg.cross_encoder
+        if ce is None:
+            return super().parameter_groups(model)
+        own = {id(p) for p in model.cross.parameters()}
+        rest = [p for p in model.parameters() if p.requires_grad and id(p) not in own]
+        return {"model": {"params": rest},
+                "cross": {"params": list(model.cross.parameters()), "lr": ce.lr, "weight_decay": ce.weight_decay}}
+
+    def training_steps(self, model, batch):
+        """The bi-encoder's update, then (in the cross-encoder's first ``epochs`` epochs) one cross-encoder update
+        per ``batch_size`` of the batch's labelled pairs."""
+        yield "model", self.training_step(model, batch)
+        ce, clf = self.model_cfg.cross_encoder, batch[2]
+        if ce is None or clf is None or self._epoch > ce.epochs:
+            return
+        for start in range(0, clf[0].shape[0], ce.batch_size):
+            li, ri, y = (a[start:start + ce.batch_size] for a in clf)
+            logits = model.cross.score([self.texts["left"][i] for i in li], [self.texts["right"][i] for i in ri])
+            bce = F.binary_cross_entropy_with_logits(logits, torch.as_tensor(y, dtype=torch.float32,
+                                                                             device=logits.device))
+            yield "cross", ObjectiveOutput(bce, {"bce": bce})
 
     # -- training -------------------------------------------------------------------------------------------------
     def _train_positives(self) -> tuple[np.ndarray, np.ndarray]:
@@ -154,6 +158,7 @@ class LinkageTask(Task):
         return li, ri, y
 
     def on_epoch_start(self, model, epoch: int, generator: torch.Generator) -> None:
+        self._epoch = epoch
         r = self.model_cfg.rerank
         if r is None or r.hard_negatives == 0:
             return
@@ -188,7 +193,7 @@ class LinkageTask(Task):
         order = torch.randperm(pl_.shape[0], generator=generator).numpy()
         nb = self.num_batches()
         clf = None
-        if self.model_cfg.rerank is not None:
+        if self.model_cfg.rerank is not None or self.model_cfg.cross_encoder is not None:
             cl, cr, cy = self._classifier_pairs()
             corder = torch.randperm(cl.shape[0], generator=generator).numpy()
             chunks = np.array_split(corder, nb)
@@ -240,7 +245,7 @@ class LinkageTask(Task):
             cl = model.contrast(u, v).loss
             parts["contrast"] = cl
             total = total + m.objective.weight * cl
-        if clf is not None and clf[0].shape[0] > 0:
+        if m.rerank is not None and clf is not None and clf[0].shape[0] > 0:
             logits, _, _ = self._pair_logits(model, clf[0], clf[1], device)
             bce = F.binary_cross_entropy_with_logits(logits, torch.as_tensor(clf[2], dtype=torch.float32,
                                                                              device=device))
@@ -259,14 +264,18 @@ class LinkageTask(Task):
 
     @torch.no_grad()
     def score_pairs(self, model, lrows: np.ndarray, rrows: np.ndarray) -> np.ndarray:
-        """Match scores of pairs (row indices into the left and right tables): the classifier's probability with
-        ``rerank``, else the cosine of the record vectors."""
+        """Match scores of pairs (row indices into the left and right tables): the cross-encoder's probability
+        with ``cross_encoder``, the classifier's with ``rerank``, else the cosine of the record vectors."""
         device = next(model.parameters()).device
-        bs = self.model_cfg.eval_batch_size
+        ce = self.model_cfg.cross_encoder
+        bs = self.model_cfg.eval_batch_size if ce is None else 4 * ce.batch_size
         out = []
         for i in range(0, lrows.shape[0], bs):
             a, b = lrows[i:i + bs], rrows[i:i + bs]
-            if self.model_cfg.rerank is not None:
+            if ce is not None:
+                logits = model.cross.score([self.texts["left"][j] for j in a], [self.texts["right"][j] for j in b])
+                out.append(torch.sigmoid(logits).float().cpu())
+            elif self.model_cfg.rerank is not None:
                 logits, _, _ = self._pair_logits(model, a, b, device)
                 out.append(torch.sigmoid(logits).float().cpu())
             else:
@@ -328,15 +337,14 @@ class LinkageTask(Task):
         try:
             valid = self._split_scores(model, "valid")
             self.threshold, metrics = best_threshold(valid["scores"], valid["labels"], valid["missed"])
-            res = valid
+            res, matches = valid, {}
             if split == "test":
                 res = self._split_scores(model, "test")
                 metrics = classify(res["scores"], res["labels"], self.threshold, res["missed"])
+                matches = self._test_matches(model, res)  # in eval mode too: no dropout in the matches
+            out = {**metrics, "threshold": float(self.threshold), **res.get("blocking", {}), **matches}
         finally:
             model.train(was)
-        out = {**metrics, "threshold": float(self.threshold), **res.get("blocking", {})}
-        if split == "test":
-            out.update(self._test_matches(model, res))
         return {k: float(v) for k, v in out.items()}
 
     def _test_matches(self, model, res: dict[str, Any]) -> dict[str, float]:
@@ -375,12 +383,9 @@ class LinkageTask(Task):
         df = pl.DataFrame({"left_id": [d.left.ids[i] for i in o["left"]],
                            "right_id": [d.right_table.ids[i] for i in o["right"]],
                            "score": o["score"].astype(np.float64), "cluster": o["cluster"].astype(np.int64)})
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        df.write_parquet(tmp)
-        tmp.replace(path)
-        return path
+        with atomic_path(path) as tmp:
+            df.write_parquet(tmp)
+        return Path(path)
 
     def log_artifacts(self, model, tracker) -> None:
         if self._test_output is None:

@@ -1,0 +1,46 @@
+"""The ``model:`` block of a ``linkage`` pipeline, parsed and validated once at the edge (see
+:mod:`engine_linkage.task` for what each part does)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from engine.components import ComponentConfig
+from engine.config import EncoderSpec, ObjectiveSpec
+
+from .cross_encoder import CrossEncoderConfig
+
+__all__ = ["LinkageModelConfig", "RerankConfig", "CrossEncoderConfig"]
+
+
+class RerankConfig(ComponentConfig):
+    weight: float = Field(1.0, ge=0, description="weight of the classifier's cross-entropy in the total loss")
+    hidden: int = Field(64, ge=1, description="width of the classifier's hidden layers")
+    jaccard: bool = Field(True, description="n-gram Jaccard similarity of each id field as a feature")
+    vector_features: bool = Field(False, description="also |u - v| and u * v of the record vectors as features")
+    hard_negatives: int = Field(0, ge=0, description="negatives per train record mined from the blocking index "
+                                                     "each epoch (neighbours that are not labelled matches)")
+
+
+class LinkageModelConfig(ComponentConfig):
+    dim: int = Field(128, ge=2, description="record and field vector dimension")
+    encoders: dict[str, EncoderSpec | list[EncoderSpec]] = Field(
+        default_factory=lambda: {"text": EncoderSpec(name="char_ngram")},
+        description="modality (text, categorical, numeric, date, image) or field name -> field encoder, or a list of "
+                    "encoders (the field is encoded by each)")
+    fusion: Literal["mean", "attention", "concat"] = Field("attention", description="fields -> record vector")
+    objective: ObjectiveSpec = Field(
+        default_factory=lambda: ObjectiveSpec(name="infonce", symmetric=True, temperature=0.05),
+        description="contrastive objective over matching pairs; its `weight` scales it")
+    rerank: RerankConfig | None = Field(default_factory=RerankConfig,
+                                        description="a pair classifier re-scores candidate pairs; null: cosine")
+    cross_encoder: CrossEncoderConfig | None = Field(
+        None, description="a fine-tuned transformer scores the candidate pairs (Ditto-style); it replaces the pair "
+                          "classifier's score")
+    blocking_k: int = Field(10, ge=1, description="candidates per left record in blocking")
+    eval_batch_size: int = Field(1024, ge=1, description="records / pairs scored at once")
+    matches_out: str | None = Field(None, description="write the test matches here (parquet)")
+    whole_record: bool = Field(False, description="add a text field `_record`: the record's values joined, in "
+                                                  "field order (robust to values in the wrong attribute: Dirty sets)")
