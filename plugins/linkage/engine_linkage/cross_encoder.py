@@ -82,14 +82,17 @@ class CrossEncoder(nn.Module):
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
         from transformers.utils import logging as hf_logging
 
-        verbosity = hf_logging.get_verbosity()
+        verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
         hf_logging.set_verbosity_error()  # "classifier weights newly initialised" is expected here
+        hf_logging.disable_progress_bar()
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
             self.model = AutoModelForSequenceClassification.from_pretrained(str(path), num_labels=1,
                                                                             local_files_only=True)
         finally:
             hf_logging.set_verbosity(verbosity)
+            if bars:
+                hf_logging.enable_progress_bar()
         self.path, self.max_length = path, max_length
 
     def tokenize(self, left: Sequence[str], right: Sequence[str]) -> dict[str, Tensor]:
