@@ -26,7 +26,10 @@ Methods, each in its own subprocess so that its peak RSS (``VmHWM``) is its own:
 100k catalogue); faiss batches 256 users.
 
 The roofline is the best of 3 float32 4096^3 matmuls (torch, same thread count); "of roofline" is the scoring
-step's useful GFLOP/s (2 * users * items * dim / seconds) over it. One thread by default (a shared machine):
+step's useful GFLOP/s (2 * users * items * dim / seconds) over it. Beside it, ``matmul``: the scoring step's
+matmul alone at its own shapes (``users[batch] @ items.T`` into a reused buffer, the ``torch`` batches; no top-k, no
+masking, no I/O). With dim 64 that product writes 4 bytes per 128 flops, so it runs well below the 4096^3 figure;
+"x matmul" is each method's time over it: what top-k, masking and I/O add to the product itself. One thread by default (a shared machine):
 
     .venv/bin/python benchmarks/score_speed.py --threads 1 --big-users 100000 --out out/score_speed.json
 """
@@ -47,6 +50,8 @@ ROOT = Path(__file__).resolve().parents[1]
 GOWALLA = Path("/work/shared/data/gowalla")
 DIM = 64
 METHODS = ("onnx", "torch", "faiss", "faiss-ivf")
+#: measured beside the methods: the scoring step's matmul alone, same shapes (no top-k, no I/O)
+MATMUL = "matmul"
 
 
 def _threads(n: int) -> None:
@@ -172,19 +177,27 @@ def child(method: str, work: Path, k: int, threads: int) -> dict:
         batch = max(1, BATCH_FLOATS // items.shape[0])
         table = torch.from_numpy(items)
 
-        def run(idx):  # the naive eager way: matmul, mask, torch.topk
-            scores = torch.from_numpy(np.asarray(users[idx])) @ table.T
-            rows, cols = model.seen(idx)
-            scores[torch.from_numpy(rows), torch.from_numpy(cols)] = -float("inf")
-            return torch.topk(scores, k, dim=1).indices.numpy()
+        if method == MATMUL:  # the product alone, into one reused buffer
+            buf = torch.empty(batch, items.shape[0])
+
+            def run(idx):
+                torch.mm(torch.from_numpy(np.asarray(users[idx])), table.T, out=buf[:len(idx)])
+                return np.zeros((len(idx), k), dtype=np.int64)
+        else:
+            def run(idx):  # the naive eager way: matmul, mask, torch.topk
+                scores = torch.from_numpy(np.asarray(users[idx])) @ table.T
+                rows, cols = model.seen(idx)
+                scores[torch.from_numpy(rows), torch.from_numpy(cols)] = -float("inf")
+                return torch.topk(scores, k, dim=1).indices.numpy()
 
         tic = time.perf_counter()
         for s in range(0, scored, batch):
             run(np.arange(s, min(s + batch, scored)))
         seconds = time.perf_counter() - tic
-        top = run(sample)
+        top = None if method == MATMUL else run(sample)
         extra = {"batch": batch}
-    np.save(work / f"top-{method}.npy", top)
+    if method != MATMUL:
+        np.save(work / f"top-{method}.npy", top)
     return {"seconds": seconds, "rows_per_s": scored / seconds, "baseline_rss_mb": round(base), **extra}
 
 
@@ -234,21 +247,26 @@ def main() -> None:
                   f"pairs; scoring {desc['scored_users']:,} users; ONNX {desc['onnx_mb']} MB (export "
                   f"{desc['export_s']} s)", flush=True)
             flop = 2 * desc["scored_users"] * desc["num_items"] * DIM
-            print(f"{'method':<9} {'seconds':>9} {'rows/s':>10} {'GFLOP/s':>8} {'of roof':>8} {'peak MB':>8} "
+            print(f"{'method':<9} {'seconds':>9} {'rows/s':>10} {'GFLOP/s':>8} {'of roof':>8} {'x matmul':>8} "
+                  f"{'peak MB':>8} "
                   f"{'base MB':>8}  top-{args.k} agreement with torch (first 1000 users)", flush=True)
             rows = {}
-            for method in METHODS:
+            for method in (MATMUL, *METHODS):
                 rows[method] = spawn(method, work, args.k, args.threads)
             ref = np.load(work / "top-torch.npy")
             for method, r in rows.items():
-                top = np.load(work / f"top-{method}.npy")
-                agree = float(np.mean([len(set(a) & set(b)) / args.k for a, b in zip(top, ref)]))
+                agree = float("nan")
+                if method != MATMUL:
+                    top = np.load(work / f"top-{method}.npy")
+                    agree = float(np.mean([len(set(a) & set(b)) / args.k for a, b in zip(top, ref)]))
                 r.update({"gflops": flop / r["seconds"] / 1e9, "agreement": agree})
                 r["of_roofline"] = r["gflops"] / roof
+                r["x_matmul"] = r["seconds"] / rows[MATMUL]["seconds"]
                 if desc["scored_users"] < desc["num_users"]:
                     r["extrapolated_seconds_all_users"] = r["seconds"] * desc["num_users"] / desc["scored_users"]
                 print(f"{method:<9} {r['seconds']:>9.2f} {r['rows_per_s']:>10,.0f} {r['gflops']:>8.1f} "
-                      f"{r['of_roofline']:>8.1%} {r['peak_rss_mb']:>8,} {r['baseline_rss_mb']:>8,}  {agree:.4f}"
+                      f"{r['of_roofline']:>8.1%} {r['x_matmul']:>8.2f} {r['peak_rss_mb']:>8,} "
+                      f"{r['baseline_rss_mb']:>8,}  {agree:.4f}"
                       + (f"  ({r['provider']}, {r['index']}, index built in {r['index_build_s']} s)"
                          if "provider" in r else ""), flush=True)
                 if "extrapolated_seconds_all_users" in r:
