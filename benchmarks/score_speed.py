@@ -222,6 +222,8 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=20)
     parser.add_argument("--big-users", type=int, default=100_000, help="users scored in the 1M x 100k case")
     parser.add_argument("--cases", default="gowalla,big")
+    parser.add_argument("--methods", default=",".join(METHODS),
+                        help=f"a subset of {','.join(METHODS)} (without torch, the reference, no agreement)")
     parser.add_argument("--out", default=None, help="also write the results as JSON here")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--work", default=None, help=argparse.SUPPRESS)
@@ -251,12 +253,13 @@ def main() -> None:
                   f"{'peak MB':>8} "
                   f"{'base MB':>8}  top-{args.k} agreement with torch (first 1000 users)", flush=True)
             rows = {}
-            for method in (MATMUL, *METHODS):
+            chosen = [m for m in METHODS if m in args.methods.split(",")]
+            for method in (MATMUL, *chosen):
                 rows[method] = spawn(method, work, args.k, args.threads)
-            ref = np.load(work / "top-torch.npy")
+            ref = np.load(work / "top-torch.npy") if "torch" in rows else None
             for method, r in rows.items():
                 agree = float("nan")
-                if method != MATMUL:
+                if method != MATMUL and ref is not None:
                     top = np.load(work / f"top-{method}.npy")
                     agree = float(np.mean([len(set(a) & set(b)) / args.k for a, b in zip(top, ref)]))
                 r.update({"gflops": flop / r["seconds"] / 1e9, "agreement": agree})
