@@ -12,7 +12,8 @@ from engine.errors import ConfigError
 
 pytest.importorskip("transformers")
 
-from tests.linkage.test_task import FIRST, LAST, CITY, invoke, pipeline, write_deepmatcher  # noqa: E402
+from tests.linkage.test_task import (  # noqa: E402
+    CITY, FIRST, LAST, invoke, pipeline, write_deepmatcher, write_febrl_dedup)
 
 WORDS = FIRST + LAST + CITY + ["name", "city", "year", ":", "|", "x"]
 
@@ -111,3 +112,23 @@ def test_run_reports_f1_and_blocking(tmp_path, tiny_bert, linkage_plugins):
     m = json.loads((tmp_path / "m.json").read_text())
     assert {"f1", "precision", "recall", "pair_completeness", "reduction_ratio"} <= set(m)
     assert 0.0 <= m["f1"] <= 1.0
+
+
+def test_true_links_only_need_mined_negatives(tmp_path, tiny_bert, linkage_plugins):
+    """FEBRL gives true links only: without mined negatives the cross-encoder is refused; with them it trains on
+    the links and on blocking neighbours that are not links."""
+    from engine.config import load_pipeline
+    from engine.run import prepare
+
+    d = write_febrl_dedup(tmp_path / "febrl")
+    cfg = {"model_path": str(tiny_bert), "max_length": 32, "batch_size": 8, "epochs": 1}
+    data = {"source": "febrl", "path": str(d), "dataset": "3", "split": [0.5, 0.25, 0.25]}
+    with pytest.raises(ConfigError, match="hard_negatives"):
+        prepare(load_pipeline(pipeline(tmp_path, data, {"rerank": None, "cross_encoder": cfg})))
+    task, model = prepare(load_pipeline(pipeline(tmp_path, data, {"rerank": None,
+                                                                   "cross_encoder": {**cfg, "hard_negatives": 2}})))
+    task.on_epoch_start(model, 1, torch.Generator().manual_seed(0))
+    li, ri, y = task._classifier_pairs()
+    assert task.mined is not None and (y == 0).sum() == task.mined[0].shape[0] > 0
+    steps = list(task.training_steps(model, next(iter(task.train_batches(1, torch.Generator().manual_seed(0))))))
+    assert steps[0][0] == "model" and [g for g, _ in steps[1:]] and {g for g, _ in steps[1:]} == {"cross"}

@@ -39,6 +39,8 @@ class CrossEncoderConfig(ComponentConfig):
     batch_size: int = Field(16, ge=1, description="pairs per cross-encoder update")
     epochs: int = Field(3, ge=1, description="it is trained in the first `epochs` epochs, then frozen")
     fields: list[str] | None = Field(None, description="fields serialised (default: every non-image field)")
+    hard_negatives: int = Field(0, ge=0, description="negatives per train record mined from the blocking index each "
+                                                     "epoch, as model.rerank's (shared with it: the larger count)")
 
 
 def serialize_records(columns: dict[str, list[str | None]]) -> list[str]:

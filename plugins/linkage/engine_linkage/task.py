@@ -114,6 +114,10 @@ class LinkageTask(Task):
             model.classifier = PairClassifier(len(slots), m.dim, len(self.jaccard_slots) if m.rerank.jaccard else 0,
                                               m.rerank.hidden, m.rerank.vector_features)
         if m.cross_encoder is not None:
+            if not (d.pairs["train"].label == 0).any() and m.cross_encoder.hard_negatives == 0 and (
+                    m.rerank is None or m.rerank.hard_negatives == 0):
+                raise ConfigError("model.cross_encoder: the train pairs hold no non-match (FEBRL-style true links), "
+                                  "so it would learn that every pair matches; set model.cross_encoder.hard_negatives")
             model.cross = CrossEncoder(m.cross_encoder.model_path, m.cross_encoder.max_length)
             self.cross_fields = cross_fields(self.data.fields, m.cross_encoder.fields)
             self.texts = {side: serialize_records({f: self.values(table, f) for f in self.cross_fields})
@@ -159,8 +163,9 @@ class LinkageTask(Task):
 
     def on_epoch_start(self, model, epoch: int, generator: torch.Generator) -> None:
         self._epoch = epoch
-        r = self.model_cfg.rerank
-        if r is None or r.hard_negatives == 0:
+        m = self.model_cfg
+        k = max(m.rerank.hard_negatives if m.rerank else 0, m.cross_encoder.hard_negatives if m.cross_encoder else 0)
+        if k == 0:
             return
         d = self.data
         if d.protocol == "links":
@@ -176,7 +181,7 @@ class LinkageTask(Task):
             ul = self._record_vectors(model, "left", lrows)
             ur = ul if d.dedup else self._record_vectors(model, "right", rrows)
         model.train(was)
-        li, ri = knn_candidates(ul, None if d.dedup else ur, r.hard_negatives)
+        li, ri = knn_candidates(ul, None if d.dedup else ur, k)
         li, ri = lrows[li], rrows[ri]
         tr = d.pairs["train"]
         n_right = len(d.right_table)
