@@ -98,7 +98,8 @@ class TrainConfig(Strict):
     epochs: int = Field(10, ge=1, description="epoch budget")
     batch_size: int = Field(2048, ge=1)
     lr: float = Field(1e-3, gt=0)
-    weight_decay: float = Field(0.0, ge=0, description="decoupled weight decay of the optimizer")
+    weight_decay: float = Field(0.0, ge=0, description="weight decay of the optimizer: an L2 term in the gradient "
+                                                        "with adam and sgd, decoupled with adamw")
     optimizer: Literal["adam", "adamw", "sgd"] = "adam"
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")
     amp: bool = Field(False, description="mixed precision (bf16 autocast) on CUDA; ignored on CPU")
