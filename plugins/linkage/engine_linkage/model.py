@@ -10,13 +10,14 @@ logit; the vector features let it memorise small training sets, so they are off 
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from engine.fields import FieldSlot, RecordEncoder
 
-__all__ = ["FieldSlot", "RecordEncoder", "PairClassifier", "jaccard"]
+__all__ = ["FieldSlot", "RecordEncoder", "PairClassifier", "PairJaccard", "jaccard"]
 
 
 def jaccard(a: Tensor, b: Tensor) -> Tensor:
@@ -49,3 +50,30 @@ class PairClassifier(nn.Module):
         if jac is not None:
             feats.insert(3, jac)
         return self.mlp(torch.cat(feats, dim=1)).squeeze(-1)
+
+
+class PairJaccard:
+    """n-gram Jaccard similarity of each id slot of pairs of records, ``float32 [B, F]``; they do not depend on the
+    weights, so each pair's row is computed once and cached (keyed by ``left * num_right + right``).
+
+    Args:
+        left_ids, right_ids: the featurised id inputs of both tables (``[N, W_ids]``).
+        slots: the id slots compared (their ``offset`` and ``width`` in those inputs).
+    """
+
+    def __init__(self, left_ids: Tensor, right_ids: Tensor, slots) -> None:
+        self.left, self.right, self.slots = left_ids, right_ids, list(slots)
+        self.cache: dict[int, np.ndarray] = {}
+
+    def __call__(self, lrows, rrows) -> Tensor:
+        lrows, rrows = np.asarray(lrows, dtype=np.int64), np.asarray(rrows, dtype=np.int64)
+        keys = (lrows * self.right.shape[0] + rrows).tolist()
+        todo = [i for i, k in enumerate(keys) if k not in self.cache]
+        for start in range(0, len(todo), 256):  # [256, L, L] comparisons at a time
+            sel = todo[start:start + 256]
+            a, b = self.left[lrows[sel]], self.right[rrows[sel]]
+            rows = torch.stack([jaccard(a[:, s.offset:s.offset + s.width], b[:, s.offset:s.offset + s.width])
+                                for s in self.slots], 1).numpy()
+            for i, row in zip(sel, rows):
+                self.cache[keys[i]] = row
+        return torch.from_numpy(np.stack([self.cache[k] for k in keys]))

@@ -43,7 +43,7 @@ from .config import LinkageModelConfig, RerankConfig
 from .cross_encoder import CrossEncoder, cross_fields, serialize_records
 from .metrics import best_threshold, classify, cluster_prf, connected_components, pair_completeness, pair_keys, \
     reduction_ratio
-from .model import PairClassifier, RecordEncoder, jaccard
+from .model import PairClassifier, PairJaccard, RecordEncoder
 from .records import LinkageData
 from .tabular import CategoricalEncoder
 
@@ -109,7 +109,7 @@ class LinkageTask(Task):
         model.contrast = require_pair_objective(m.objective.build(self.registry), "model.objective")
         self.jaccard_slots = [s for s in slots if s.kind == "ids" and not isinstance(encoders[s.encoder],
                                                                                      CategoricalEncoder)]
-        self._jaccard_cache: dict[int, np.ndarray] = {}
+        self._pair_jaccard: PairJaccard | None = None
         if m.rerank is not None:
             model.classifier = PairClassifier(len(slots), m.dim, len(self.jaccard_slots) if m.rerank.jaccard else 0,
                                               m.rerank.hidden, m.rerank.vector_features)
@@ -212,23 +212,12 @@ class LinkageTask(Task):
         return ids[rows].to(device), vals[rows].to(device)
 
     def _jaccard(self, lrows, rrows, device) -> torch.Tensor | None:
-        """n-gram Jaccard similarity of each id field of the pairs, ``[B, F_ids]``; they do not depend on the
-        weights, so each pair's row is computed once and cached."""
+        """n-gram Jaccard similarity of each id field of the pairs, ``[B, F_ids]`` (cached: :class:`PairJaccard`)."""
         if self.model_cfg.rerank is None or not self.model_cfg.rerank.jaccard or not self.jaccard_slots:
             return None
-        lrows, rrows = np.asarray(lrows, dtype=np.int64), np.asarray(rrows, dtype=np.int64)
-        keys = pair_keys(lrows, rrows, len(self.data.right_table)).tolist()
-        cache = self._jaccard_cache
-        todo = [i for i, k in enumerate(keys) if k not in cache]
-        for start in range(0, len(todo), 256):  # [256, L, L] comparisons at a time
-            sel = todo[start:start + 256]
-            a, _ = self._inputs("left", lrows[sel], "cpu")
-            b, _ = self._inputs("right", rrows[sel], "cpu")
-            rows = torch.stack([jaccard(a[:, s.offset:s.offset + s.width], b[:, s.offset:s.offset + s.width])
-                                for s in self.jaccard_slots], 1).numpy()
-            for i, row in zip(sel, rows):
-                cache[keys[i]] = row
-        return torch.from_numpy(np.stack([cache[k] for k in keys])).to(device)
+        if self._pair_jaccard is None:
+            self._pair_jaccard = PairJaccard(self.features["left"][0], self.features["right"][0], self.jaccard_slots)
+        return self._pair_jaccard(lrows, rrows).to(device)
 
     def _pair_logits(self, model, lrows, rrows, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Classifier logits of pairs, and the record vectors of both sides."""
