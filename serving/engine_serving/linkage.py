@@ -190,18 +190,15 @@ class LinkageModel:
     def cross_scores(self, columns: dict[str, list[str | None]], rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
         """Match probabilities of pairs (left record ``rows[i]`` of ``columns``, right record ``cols[i]``), from
         the cross-encoder."""
-        from engine_linkage.cross_encoder import serialize_records
+        from engine_linkage.cross_encoder import serialize_records, tokenize_pairs
 
         left = serialize_records({f: columns[f] for f in self.cross_fields})
         out = []
         for s in range(0, rows.size, CROSS_BATCH):
             r, c = rows[s:s + CROSS_BATCH], cols[s:s + CROSS_BATCH]
-            tokens = self.cross_tokenizer([left[i] for i in r], [self.right_texts[j] for j in c],
-                                          truncation="longest_first", max_length=self.cross_max_length,
-                                          padding=True, return_tensors="np")
-            feeds = {name: np.ascontiguousarray(tokens[name], dtype=np.int64) if name in tokens
-                     else np.zeros_like(tokens["input_ids"], dtype=np.int64)
-                     for name in ("input_ids", "attention_mask", "token_type_ids")}
+            tokens = tokenize_pairs(self.cross_tokenizer, [left[i] for i in r], [self.right_texts[j] for j in c],
+                                    self.cross_max_length, tensors="np")
+            feeds = {name: np.ascontiguousarray(x, dtype=np.int64) for name, x in tokens.items()}
             out.append(self.cross_session.run(None, feeds)[0])
         return np.concatenate(out) if out else np.zeros(0, np.float32)
 

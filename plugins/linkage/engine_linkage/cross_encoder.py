@@ -17,14 +17,14 @@ import os
 from pathlib import Path
 from typing import Sequence
 
-import torch
 from pydantic import Field
 from torch import Tensor, nn
 
 from engine.components import ComponentConfig
 from engine.errors import ConfigError
 
-__all__ = ["CrossEncoder", "CrossEncoderConfig", "cross_fields", "serialize_records", "INPUT_NAMES"]
+__all__ = ["CrossEncoder", "CrossEncoderConfig", "cross_fields", "serialize_records", "tokenize_pairs",
+           "INPUT_NAMES"]
 
 #: the tokenizer outputs the exported graph takes, in order
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
@@ -63,6 +63,17 @@ def cross_fields(schema: dict[str, str], chosen: list[str] | None) -> list[str]:
     return names
 
 
+def tokenize_pairs(tokenizer, left: Sequence[str], right: Sequence[str], max_length: int,
+                   tensors: str = "pt") -> dict:
+    """The graph's inputs (:data:`INPUT_NAMES`) for pairs ``(left[i], right[i])``: sentence pairs truncated to
+    ``max_length`` tokens, longest side first, padded; ``tensors`` ``"pt"`` (training) or ``"np"`` (serving)."""
+    batch = tokenizer(list(left), list(right), truncation="longest_first", max_length=max_length, padding=True,
+                      return_tensors=tensors)
+    if "token_type_ids" not in batch:  # tokenizers of models without segment embeddings
+        batch["token_type_ids"] = batch["input_ids"] * 0
+    return {k: batch[k] for k in INPUT_NAMES}
+
+
 def _model_path(path: str | None) -> Path:
     if path:
         return Path(path)
@@ -99,11 +110,7 @@ class CrossEncoder(nn.Module):
         self.path, self.max_length = path, max_length
 
     def tokenize(self, left: Sequence[str], right: Sequence[str]) -> dict[str, Tensor]:
-        batch = self.tokenizer(list(left), list(right), truncation="longest_first", max_length=self.max_length,
-                               padding=True, return_tensors="pt")
-        if "token_type_ids" not in batch:
-            batch["token_type_ids"] = torch.zeros_like(batch["input_ids"])
-        return {k: batch[k] for k in INPUT_NAMES}
+        return tokenize_pairs(self.tokenizer, left, right, self.max_length)
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor, token_type_ids: Tensor) -> Tensor:
         return self.model(input_ids=input_ids, attention_mask=attention_mask,
