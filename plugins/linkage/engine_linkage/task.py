@@ -114,8 +114,7 @@ class LinkageTask(Task):
             model.classifier = PairClassifier(len(slots), m.dim, len(self.jaccard_slots) if m.rerank.jaccard else 0,
                                               m.rerank.hidden, m.rerank.vector_features)
         if m.cross_encoder is not None:
-            if not (d.pairs["train"].label == 0).any() and m.cross_encoder.hard_negatives == 0 and (
-                    m.rerank is None or m.rerank.hard_negatives == 0):
+            if not (d.pairs["train"].label == 0).any() and self._mined_per_record == 0:
                 raise ConfigError("model.cross_encoder: the train pairs hold no non-match (FEBRL-style true links), "
                                   "so it would learn that every pair matches; set model.cross_encoder.hard_negatives")
             model.cross = CrossEncoder(m.cross_encoder.model_path, m.cross_encoder.max_length)
@@ -143,10 +142,13 @@ class LinkageTask(Task):
             return
         for start in range(0, clf[0].shape[0], ce.batch_size):
             li, ri, y = (a[start:start + ce.batch_size] for a in clf)
-            logits = model.cross.score([self.texts["left"][i] for i in li], [self.texts["right"][i] for i in ri])
+            logits = self._cross_logits(model, li, ri)
             bce = F.binary_cross_entropy_with_logits(logits, torch.as_tensor(y, dtype=torch.float32,
                                                                              device=logits.device))
             yield "cross", ObjectiveOutput(bce, {"bce": bce})
+
+    def _cross_logits(self, model, lrows, rrows) -> torch.Tensor:
+        return model.cross.score([self.texts["left"][i] for i in lrows], [self.texts["right"][i] for i in rrows])
 
     # -- training -------------------------------------------------------------------------------------------------
     def _train_positives(self) -> tuple[np.ndarray, np.ndarray]:
@@ -161,10 +163,15 @@ class LinkageTask(Task):
             y = np.concatenate([y, np.zeros(self.mined[0].shape[0], np.int64)])
         return li, ri, y
 
+    @property
+    def _mined_per_record(self) -> int:
+        """Hard negatives mined per train record each epoch: the larger of the classifier's and the cross-encoder's."""
+        m = self.model_cfg
+        return max(m.rerank.hard_negatives if m.rerank else 0, m.cross_encoder.hard_negatives if m.cross_encoder else 0)
+
     def on_epoch_start(self, model, epoch: int, generator: torch.Generator) -> None:
         self._epoch = epoch
-        m = self.model_cfg
-        k = max(m.rerank.hard_negatives if m.rerank else 0, m.cross_encoder.hard_negatives if m.cross_encoder else 0)
+        k = self._mined_per_record
         if k == 0:
             return
         d = self.data
@@ -267,11 +274,9 @@ class LinkageTask(Task):
         for i in range(0, lrows.shape[0], bs):
             a, b = lrows[i:i + bs], rrows[i:i + bs]
             if ce is not None:
-                logits = model.cross.score([self.texts["left"][j] for j in a], [self.texts["right"][j] for j in b])
-                out.append(torch.sigmoid(logits).float().cpu())
+                out.append(torch.sigmoid(self._cross_logits(model, a, b)).float().cpu())
             elif self.model_cfg.rerank is not None:
-                logits, _, _ = self._pair_logits(model, a, b, device)
-                out.append(torch.sigmoid(logits).float().cpu())
+                out.append(torch.sigmoid(self._pair_logits(model, a, b, device)[0]).float().cpu())
             else:
                 u = model.encoder(*self._inputs("left", a, device))
                 v = model.encoder(*self._inputs("right", b, device))
