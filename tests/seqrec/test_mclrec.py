@@ -1,15 +1,21 @@
 """MCLRec's pieces against plain references: the learnable augmenter, the contrastive regulariser, the
-learned-view loss."""
+learned-view loss; and in the ``seqrec`` task: its optimiser groups and meta steps, its config errors, resume."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
+import yaml
+from click.testing import CliRunner
 from pydantic import ValidationError
 
+from engine.errors import ConfigError
 from engine_objectives import InfoNCE
 from engine_seqrec.augment import LearnedMLP
 from engine_seqrec.mclrec import learned_view_loss, margin_regularizer
+from tests.seqrec.test_task import make_sequences, make_task, pipeline_doc
 
 
 def reference_margin(a, b):
@@ -96,3 +102,73 @@ def test_learned_mlp_bad_input():
         LearnedMLP(0)
     with pytest.raises(ValueError, match="hidden_dims must all be >= 1"):
         LearnedMLP(8, hidden_dims=[4, 0])
+
+
+MCLREC = {"contrast": {"views": "augment", "augmenters": ["crop", "mask"],
+                       "objective": {"name": "infonce", "temperature": 1.0, "normalize": False,
+                                     "intra_view_negatives": True, "weight": 0.1},
+                       "learned": {"augmenter": {"name": "learned_mlp", "hidden_dim": 8}, "margin_weight": 0.1,
+                                   "lr": 0.01}}}
+
+
+def test_mclrec_meta_steps_update_their_own_groups(tmp_path, seqrec_plugins):
+    task, model, _ = make_task(tmp_path, MCLREC)
+    groups = task.parameter_groups(model)
+    assert set(groups) == {"model", "augmenter"} and groups["augmenter"]["lr"] == 0.01
+    ids = [{id(p) for p in g["params"]} for g in groups.values()]
+    assert not ids[0] & ids[1] and ids[0] | ids[1] == {id(p) for p in model.parameters()}
+    assert ids[1] == {id(p) for p in model.learned_views.parameters()}
+    batch = next(iter(task.train_batches(1, torch.Generator().manual_seed(0))))
+    steps = task.training_steps(model, batch)
+    order = []
+    for group, out in steps:
+        order.append(group)
+        model.zero_grad(set_to_none=True)
+        out.loss.backward()
+        encoder_grads = [p.grad for p in model.encoder.parameters()]
+        augmenter_grads = [p.grad for p in model.learned_views.parameters()]
+        assert all(g is not None for g in augmenter_grads)
+        if group == "augmenter":  # the learned-view loss alone, with the encoder's forward outside the graph
+            assert set(out.parts) == {"learned_views"} and all(g is None for g in encoder_grads)
+        else:
+            assert {"contrast", "learned_views", "rec/ce"} <= set(out.parts)
+    assert order == ["model", "augmenter", "model"]
+    joint = {**MCLREC["contrast"], "learned": {**MCLREC["contrast"]["learned"], "meta": False}}
+    task, model, _ = make_task(tmp_path, {"contrast": joint})
+    assert set(task.parameter_groups(model)) == {"model"}
+    assert [g for g, _ in task.training_steps(model, batch)] == ["model"]
+
+
+def test_mclrec_config_errors(tmp_path, seqrec_plugins):
+    from engine.config import load_pipeline
+
+    bad = {"contrast": {"views": "dropout", "learned": {}}}
+    with pytest.raises(ConfigError, match="learned views .* set views: augment"):
+        load_pipeline(pipeline_doc(tmp_path, make_sequences(), bad))
+    crop_as_learned = {"contrast": {**MCLREC["contrast"], "learned": {"augmenter": "crop"}}}
+    with pytest.raises(ConfigError, match="not a learnable representation augmenter"):
+        make_task(tmp_path, crop_as_learned)
+
+
+def test_mclrec_resume_restores_both_optimisers(tmp_path, seqrec_plugins):
+    """2 epochs then --resume to 3 equals 3 straight: both optimisers' states are in the checkpoint."""
+    from engine.cli import cli
+
+    def run(directory, *extra):
+        directory.mkdir(exist_ok=True)
+        doc = pipeline_doc(directory, make_sequences(), MCLREC, epochs=3, monitor="ndcg@5",
+                           checkpoint_dir=str(directory / "ck"))
+        path = directory / "pipeline.yaml"
+        path.write_text(yaml.safe_dump(doc))
+        out = directory / "m.json"
+        result = CliRunner().invoke(cli, ["run", str(path), "--metrics-out", str(out), *extra])
+        assert result.exit_code == 0, (result.output, result.exception)
+        return json.loads(out.read_text())
+
+    straight = run(tmp_path / "a")
+    run(tmp_path / "b", "--set", "train.epochs=2")
+    state = torch.load(tmp_path / "b" / "ck" / "unit" / "last.pt", weights_only=False)
+    assert set(state["optimizers"]) == {"model", "augmenter"}
+    resumed = run(tmp_path / "b", "--resume")
+    assert resumed["epochs"] == 3
+    assert resumed["ndcg@5"] == pytest.approx(straight["ndcg@5"], abs=1e-6)

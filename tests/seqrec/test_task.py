@@ -1,5 +1,6 @@
 """The ``seqrec`` task against naive references: registration, epoch batches, the loss on every / the last position,
-the contrastive views, full-ranking evaluation with history masking, ONNX export, and one end-to-end run."""
+the contrastive views, ONNX export, and one end-to-end run (evaluation: test_evaluate.py; MCLRec:
+test_mclrec.py)."""
 
 from __future__ import annotations
 
@@ -277,71 +278,6 @@ def test_supervised_positives_share_the_next_item(tmp_path, seqrec_plugins):
     assert math.isfinite(task.training_step(net, batch).parts["contrast"].item())
 
 
-# -- evaluation -----------------------------------------------------------------------------------------------------
-
-
-class BagEncoder(torch.nn.Module):
-    """Scores = 10 x (count of each item in the history) + a deterministic per-sequence jitter, over one-hot items:
-    history items rank first unless they are masked."""
-
-    def __init__(self, num_items: int) -> None:
-        super().__init__()
-        self.dummy = torch.nn.Parameter(torch.zeros(1))
-        self.num_items = num_items
-
-    def encode(self, seqs):
-        counts = F.one_hot(seqs, self.num_items + 1).sum(1).double()
-        counts[:, 0] = 0
-        key = (seqs.double() * torch.arange(1, seqs.shape[1] + 1).flip(0)).sum(1, keepdim=True)
-        jitter = torch.sin(key * 0.37 + torch.arange(self.num_items + 1) * 1.3)
-        return 10 * counts + jitter
-
-    def item_embeddings(self):
-        return torch.eye(self.num_items + 1, dtype=torch.float64)
-
-
-def naive_leave_one_out(encode, seqs, split, ks, max_len, mask_history=True) -> dict[str, float]:
-    sums = collections.defaultdict(float)
-    for s in seqs:
-        history, target = (s[:-2], s[-2]) if split == "valid" else (s[:-1], s[-1])
-        scores = encode(torch.tensor([history[-max_len:]]))[0].tolist()
-        excluded = {0} | (set(history) if mask_history else set())
-        ranked = sorted((i for i in range(NUM_ITEMS + 1) if i not in excluded), key=lambda i: -scores[i])
-        rank = ranked.index(target) if target in ranked else None
-        for k in ks:
-            hit = rank is not None and rank < k
-            sums[f"hr@{k}"] += float(hit)
-            sums[f"ndcg@{k}"] += 1 / math.log2(rank + 2) if hit else 0.0
-    return {k: v / len(seqs) for k, v in sums.items()}
-
-
-@pytest.mark.parametrize("mask_history", [True, False])
-def test_evaluate_matches_a_naive_loop(tmp_path, seqrec_plugins, mask_history):
-    task, net, seqs = make_task(tmp_path, {"mask_history": mask_history})
-    net.encoder = BagEncoder(NUM_ITEMS)
-    ks = [1, 3, 5]
-    for split in ("valid", "test"):
-        got = task.evaluate(net, split)
-        want = naive_leave_one_out(net.encoder.encode, seqs, split, ks, 8, mask_history)
-        assert set(got) == set(want)
-        for key in want:
-            assert got[key] == pytest.approx(want[key], abs=1e-12), (split, key)
-    if mask_history:  # masking matters here: history items score >= 10
-        assert want != naive_leave_one_out(net.encoder.encode, seqs, "test", ks, 8, mask_history=False)
-    assert net.training  # evaluate restores the mode
-
-
-def test_evaluate_a_real_encoder_against_a_loop(tmp_path, seqrec_plugins):
-    task, net, seqs = make_task(tmp_path)
-    net.eval()
-    with torch.no_grad():
-        want = naive_leave_one_out(lambda s: net.encoder.encode(s) @ net.encoder.item_embeddings().T, seqs, "test",
-                                   [1, 3, 5], 8)
-    got = task.evaluate(net, "test")
-    for key in want:
-        assert got[key] == pytest.approx(want[key], abs=1e-9), key
-
-
 # -- outputs --------------------------------------------------------------------------------------------------------
 
 
@@ -412,72 +348,3 @@ def test_engine_run_learns_a_successor_pattern(tmp_path, seqrec_plugins):
     report = json.loads((tmp_path / "onnx" / "export.json").read_text())
     assert report["max_abs_diff"] < 1e-4 and report["num_items"] == n_items
 
-
-MCLREC = {"contrast": {"views": "augment", "augmenters": ["crop", "mask"],
-                       "objective": {"name": "infonce", "temperature": 1.0, "normalize": False,
-                                     "intra_view_negatives": True, "weight": 0.1},
-                       "learned": {"augmenter": {"name": "learned_mlp", "hidden_dim": 8}, "margin_weight": 0.1,
-                                   "lr": 0.01}}}
-
-
-def test_mclrec_meta_steps_update_their_own_groups(tmp_path, seqrec_plugins):
-    task, model, _ = make_task(tmp_path, MCLREC)
-    groups = task.parameter_groups(model)
-    assert set(groups) == {"model", "augmenter"} and groups["augmenter"]["lr"] == 0.01
-    ids = [{id(p) for p in g["params"]} for g in groups.values()]
-    assert not ids[0] & ids[1] and ids[0] | ids[1] == {id(p) for p in model.parameters()}
-    assert ids[1] == {id(p) for p in model.learned_views.parameters()}
-    batch = next(iter(task.train_batches(1, torch.Generator().manual_seed(0))))
-    steps = task.training_steps(model, batch)
-    order = []
-    for group, out in steps:
-        order.append(group)
-        model.zero_grad(set_to_none=True)
-        out.loss.backward()
-        encoder_grads = [p.grad for p in model.encoder.parameters()]
-        augmenter_grads = [p.grad for p in model.learned_views.parameters()]
-        assert all(g is not None for g in augmenter_grads)
-        if group == "augmenter":  # the learned-view loss alone, with the encoder's forward outside the graph
-            assert set(out.parts) == {"learned_views"} and all(g is None for g in encoder_grads)
-        else:
-            assert {"contrast", "learned_views", "rec/ce"} <= set(out.parts)
-    assert order == ["model", "augmenter", "model"]
-    joint = {**MCLREC["contrast"], "learned": {**MCLREC["contrast"]["learned"], "meta": False}}
-    task, model, _ = make_task(tmp_path, {"contrast": joint})
-    assert set(task.parameter_groups(model)) == {"model"}
-    assert [g for g, _ in task.training_steps(model, batch)] == ["model"]
-
-
-def test_mclrec_config_errors(tmp_path, seqrec_plugins):
-    from engine.config import load_pipeline
-
-    bad = {"contrast": {"views": "dropout", "learned": {}}}
-    with pytest.raises(ConfigError, match="learned views .* set views: augment"):
-        load_pipeline(pipeline_doc(tmp_path, make_sequences(), bad))
-    crop_as_learned = {"contrast": {**MCLREC["contrast"], "learned": {"augmenter": "crop"}}}
-    with pytest.raises(ConfigError, match="not a learnable representation augmenter"):
-        make_task(tmp_path, crop_as_learned)
-
-
-def test_mclrec_resume_restores_both_optimisers(tmp_path, seqrec_plugins):
-    """2 epochs then --resume to 3 equals 3 straight: both optimisers' states are in the checkpoint."""
-    from engine.cli import cli
-
-    def run(directory, *extra):
-        directory.mkdir(exist_ok=True)
-        doc = pipeline_doc(directory, make_sequences(), MCLREC, epochs=3, monitor="ndcg@5",
-                           checkpoint_dir=str(directory / "ck"))
-        path = directory / "pipeline.yaml"
-        path.write_text(yaml.safe_dump(doc))
-        out = directory / "m.json"
-        result = CliRunner().invoke(cli, ["run", str(path), "--metrics-out", str(out), *extra])
-        assert result.exit_code == 0, (result.output, result.exception)
-        return json.loads(out.read_text())
-
-    straight = run(tmp_path / "a")
-    run(tmp_path / "b", "--set", "train.epochs=2")
-    state = torch.load(tmp_path / "b" / "ck" / "unit" / "last.pt", weights_only=False)
-    assert set(state["optimizers"]) == {"model", "augmenter"}
-    resumed = run(tmp_path / "b", "--resume")
-    assert resumed["epochs"] == 3
-    assert resumed["ndcg@5"] == pytest.approx(straight["ndcg@5"], abs=1e-6)
