@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     registry = get_registry()
     task = registry.get("task", cfg.task).cls(cfg, registry)
     task.load_data()
-    d, cold, feats = task.data, task.cold, task.item_features
+    cold, feats = task.cold, task.item_features
     if cold is None or feats is None:
         print(f"{args.pipeline}: needs data.item_features and data.cold_items", file=sys.stderr)
         return 2

@@ -104,7 +104,7 @@ def recommend(model: ExportedModel, request: Any) -> dict[str, Any]:
             raise RequestError(bad, f"'user' must be an id (integer or string), got {user!r}")
         try:
             index = model.user_index(pl.Series("user", [user]))
-        except DataError as err:
+        except DataError:
             raise RequestError(HTTPStatus.NOT_FOUND, f"user {user!r} is unknown to the model") from None
         cols, vals = model.recommend(index, k, exclude_seen=exclude)
     keep = cols[0] >= 0

@@ -107,7 +107,7 @@ def dense_dccf(graph, e, w_user, w_item, num_layers):
         weighted = pattern * (xn @ xn.T + 1) / 2
         return weighted / weighted.sum(1, keepdim=True).clamp(min=1e-30)
 
-    layers, total = [e], e
+    total = e
     for _ in range(num_layers):
         z = a_bar @ e
         r = torch.cat([torch.softmax(e[:nu] @ w_user, 1) @ w_user.T, torch.softmax(e[nu:] @ w_item, 1) @ w_item.T])

@@ -10,7 +10,6 @@ from types import MappingProxyType
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
 from engine_graphcl.lightgcn import GraphEncoding
 from engine_graphcl.sampling import NegativeSampler

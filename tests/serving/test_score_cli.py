@@ -13,7 +13,6 @@ import time
 
 import numpy as np
 import polars as pl
-import pytest
 from click.testing import CliRunner
 
 from engine.cli import cli

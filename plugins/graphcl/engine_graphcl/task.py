@@ -29,7 +29,7 @@ from engine.evaluate.cold import cold_warm_ranking
 from engine.task import Task
 
 from .content import GraphContent
-from .graph import Graph, build_graph
+from .graph import build_graph
 from .sampling import NegativeSampler
 
 
