@@ -41,55 +41,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from ivf_pairs import ivf_candidates, scores_of  # noqa: E402
+from phases import START, Phases, peak_gb, release_free_memory  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
-START = time.perf_counter()
 FIELD_ENCODER = "text"
-
-
-def rss_gb() -> float:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1e9
-
-
-def release_free_memory() -> None:
-    """Hand the allocator's free pages back to the system (glibc ``malloc_trim``). Chunked loops allocate and free
-    tens of megabytes per step; glibc's adaptive mmap threshold then serves them from the heap, which fragments and
-    kept ~10 GB of freed memory resident in the re-ranker at 1M records before this."""
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc
-        pass
-
-
-def peak_gb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9  # KiB on Linux
-
-
-class Phases:
-    def __init__(self) -> None:
-        self.rows: dict[str, dict[str, float]] = {}
-        self._tic = 0.0
-
-    def start(self, name: str) -> None:
-        self._name, self._tic, self._cpu = name, time.perf_counter(), time.process_time()
-        print(f"[{time.perf_counter() - START:7.1f}s] {name} ...", flush=True)
-
-    def stop(self, **extra) -> None:
-        release_free_memory()
-        row = {"seconds": round(time.perf_counter() - self._tic, 2),
-               "cpu_seconds": round(time.process_time() - self._cpu, 2), "rss_gb": round(rss_gb(), 3),
-               "peak_rss_gb": round(peak_gb(), 3), **extra}
-        self.rows[self._name] = row
-        print(f"[{time.perf_counter() - START:7.1f}s] {self._name}: {json.dumps(row)}", flush=True)
 
 
 def featurize(df, fields, encoder):
@@ -247,45 +210,6 @@ def rerank(model, table, mask, x, a, b, train_mask, labels, args, log) -> np.nda
             if step % 64 == 63:
                 release_free_memory()
     return out
-
-
-def ivf_candidates(x: np.ndarray, k: int, nlist: int, nprobe: int, seed: int, chunk: int):
-    """Each record's ``k`` nearest other records by inner product, approximately, with faiss: an inverted file of
-    ``nlist`` lists (spherical k-means, 10 iterations on 32 sampled records per list) over 4-bit fast-scan product
-    codes (``IVF<nlist>,PQ<d/2>x4fs``, not residual: one look-up table per query), ``nprobe`` lists searched per
-    record. Unordered pairs, each with its exact inner product."""
-    import faiss
-
-    n, d = x.shape
-    index = faiss.index_factory(d, f"IVF{nlist},PQ{d // 2}x4fs", faiss.METRIC_INNER_PRODUCT)
-    ivf = faiss.extract_index_ivf(index)
-    ivf.by_residual = False
-    ivf.cp.niter, ivf.cp.max_points_per_centroid, ivf.cp.spherical = 10, 32, True
-    sample = np.random.default_rng(seed).choice(n, size=min(n, 32 * nlist), replace=False)
-    index.train(x[np.sort(sample)])
-    index.add(x)
-    ivf.nprobe = nprobe
-    li, ri = [], []
-    for i in range(0, n, chunk):
-        _, nn = index.search(x[i:i + chunk], k + 1)
-        li.append(np.repeat(np.arange(i, i + nn.shape[0], dtype=np.int64), k + 1))
-        ri.append(nn.reshape(-1).astype(np.int64))
-    a, b, _ = unordered(np.concatenate(li), np.concatenate(ri), np.zeros(0), n)
-    return a, b, scores_of(x, a, b)
-
-
-def unordered(li, ri, sc, n):
-    """Drop self pairs and misses, keep ``(min, max)`` once (sorted by key), with its score when ``sc`` is given."""
-    keep = (ri >= 0) & (li != ri)
-    li, ri = li[keep], ri[keep]
-    a, b = np.minimum(li, ri), np.maximum(li, ri)
-    keys, first = np.unique(a * n + b, return_index=True)
-    return keys // n, keys % n, (sc[keep][first].astype(np.float64) if sc.size else None)
-
-
-def scores_of(x: np.ndarray, a: np.ndarray, b: np.ndarray, chunk: int = 1 << 20) -> np.ndarray:
-    return np.concatenate([np.einsum("ij,ij->i", x[a[i:i + chunk]], x[b[i:i + chunk]])
-                           for i in range(0, a.shape[0], chunk)] or [np.zeros(0)]).astype(np.float64)
 
 
 def evaluate(a, b, scores, label, truth, n, entity, group, true_a, cluster: bool = True) -> dict[str, float]:
