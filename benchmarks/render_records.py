@@ -1,6 +1,7 @@
-"""Render a DeepMatcher-layout dataset as a multimodal one: one field of every record as a scan-like image file beside
-its text, the text of one side corrupted as OCR output would be (issue #4, after CLIPPINGS: Arora et al., `Linking
-Representations with Multimodal Contrastive Learning <https://arxiv.org/abs/2304.03464>`_, 2023).
+"""Render a DeepMatcher-layout dataset or FEBRL 4a x 4b as a multimodal one: one field (or a few) of every record as
+a scan-like image file beside its text, the text of one side corrupted as OCR output would be (issue #4, after
+CLIPPINGS: Arora et al., `Linking Representations with Multimodal Contrastive Learning
+<https://arxiv.org/abs/2304.03464>`_, 2023).
 
 Reads ``SRC`` (``tableA.csv``, ``tableB.csv``, ``{train,valid,test}.csv`` with ``label, left_id, right_id``; plain or
 ``.gz``) and writes ``OUT`` in the same layout, which ``deepmatcher_csv`` reads:
@@ -17,10 +18,17 @@ Reads ``SRC`` (``tableA.csv``, ``tableB.csv``, ``{train,valid,test}.csv`` with `
 * ``{train,valid,test}.csv``: the labelled pairs, with ``left_<attr>`` / ``right_<attr>`` rebuilt from the new tables;
 * ``render.json``: the options, the fonts used and the counts.
 
+``SRC`` may instead be the FEBRL folder (``dataset4a.csv``, ``dataset4b.csv``, ``dataset4_true_links.csv``): then
+``OUT`` holds the same three files (cells stripped of FEBRL's blank after each comma), the tables with ``image`` and
+the OCR-noised fields, which the ``febrl`` source reads (``dataset: "4"``); the default fields are ``given_name`` and
+``surname``, drawn as one line ("given_name surname") in one image, each OCR-noised on its own. Several ``--field``
+are drawn the same way in the DeepMatcher layout.
+
 Everything is seeded per record (``--seed``, the side and the id), so the same command writes the same files with the
 same fonts and Pillow. The output is derived data: keep it out of git (the default lies under the ignored ``out/``).
 
     .venv/bin/python benchmarks/render_records.py ../shared/data/em-deepmatcher-csv/Textual/Abt-Buy out/rendered/abt-buy
+    .venv/bin/python benchmarks/render_records.py ../shared/data/febrl out/rendered/febrl
 """
 
 from __future__ import annotations
@@ -129,43 +137,102 @@ def record_rng(seed: int, what: str, side: str, rid: str) -> random.Random:
     return random.Random(zlib.crc32(f"{seed}|{what}|{side}|{rid}".encode()))
 
 
-def read_csv(directory: Path, stem: str) -> pl.DataFrame:
+def read_csv(directory: Path, stem: str, strip: bool = False) -> pl.DataFrame:
+    """``directory/stem`` (or ``stem.gz``) as strings; ``strip``: header names and cells stripped, '' -> null
+    (FEBRL writes a space after each comma)."""
     for name in (stem, f"{stem}.gz"):
         if (directory / name).is_file():
-            return pl.read_csv(directory / name, infer_schema=False)
+            df = pl.read_csv(directory / name, infer_schema=False)
+            if strip:
+                df = df.rename({c: c.strip() for c in df.columns})
+                df = df.with_columns(pl.col(c).str.strip_chars() for c in df.columns)
+                df = df.with_columns(pl.when(pl.col(c) == "").then(None).otherwise(pl.col(c)).alias(c)
+                                     for c in df.columns)
+            return df
     raise SystemExit(f"render_records: {directory}: missing {stem} (or {stem}.gz)")
 
 
-def render_dataset(src: Path, out: Path, field: str = "name", ocr_side: str = "right", ocr_rate: float = 0.08,
-                   seed: int = 0, height: int = 32, width: int = 192, lines: int = 2, max_rotation: float = 2.0,
-                   fonts: list[str] | None = None) -> dict:
+def layout(src: Path) -> str:
+    """``deepmatcher`` (tableA/tableB) or ``febrl`` (dataset4a x dataset4b)."""
+    if any((src / n).is_file() for n in ("tableA.csv", "tableA.csv.gz")):
+        return "deepmatcher"
+    if any((src / n).is_file() for n in ("dataset4a.csv", "dataset4a.csv.gz")):
+        return "febrl"
+    raise SystemExit(f"render_records: {src}: expected a DeepMatcher folder (tableA.csv, tableB.csv) or the FEBRL "
+                     "folder (dataset4a.csv, dataset4b.csv, dataset4_true_links.csv)")
+
+
+#: per layout: (id column, [(side, table file)], default fields)
+LAYOUTS = {"deepmatcher": ("id", [("a", "tableA.csv"), ("b", "tableB.csv")], ["name"]),
+           "febrl": ("rec_id", [("a", "dataset4a.csv"), ("b", "dataset4b.csv")], ["given_name", "surname"])}
+
+
+def render_table(df: pl.DataFrame, path: Path, id_column: str, fields: list[str], side: str, out: Path,
+                 noisy: bool, ocr_rate: float, seed: int, fonts: list[str], height: int, width: int, lines: int,
+                 max_rotation: float) -> tuple[pl.DataFrame, int]:
+    """``df`` with the ``fields`` OCR-noised (when ``noisy``) and a column ``image``: the PNG of the ``fields``' values
+    (joined by a space, missing ones left out; no value: no image); also the number of records whose text changed."""
+    if id_column not in df.columns or any(f not in df.columns for f in fields):
+        raise SystemExit(f"render_records: {path}: needs columns {[id_column, *fields]} (has {df.columns})")
+    (out / "images" / side).mkdir(parents=True, exist_ok=True)
+    paths: list[str | None] = []
+    texts = {f: [] for f in fields}
+    for k, rid in enumerate(df[id_column].to_list()):
+        values = [df[f][k] for f in fields]
+        shown = " ".join(v for v in values if v is not None)
+        if shown:
+            rel = f"images/{side}/{rid}.png"
+            render(shown, record_rng(seed, "image", side, rid), fonts, height, width, lines,
+                   max_rotation).save(out / rel)
+            paths.append(rel)
+        else:  # nothing to scan: no image either
+            paths.append(None)
+        for j, (f, value) in enumerate(zip(fields, values)):
+            # the first field keeps the random stream it had when one field was rendered
+            rng = record_rng(seed, "ocr" if j == 0 else f"ocr|{f}", side, rid)
+            texts[f].append(ocr_noise(value, ocr_rate, rng) if noisy and value is not None else value)
+    changed = sum(any(texts[f][k] != df[f][k] for f in fields) for k in range(df.height))
+    new = df.with_columns(*[pl.Series(f, texts[f], dtype=pl.String) for f in fields],
+                          pl.Series("image", paths, dtype=pl.String))
+    return new, changed
+
+
+def render_dataset(src: Path, out: Path, field: str | list[str] | None = None, ocr_side: str = "right",
+                   ocr_rate: float = 0.08, seed: int = 0, height: int = 32, width: int = 192, lines: int = 2,
+                   max_rotation: float = 2.0, fonts: list[str] | None = None) -> dict:
     """Write the rendered dataset ``out`` from ``src`` (see the module's docstring); return what ``render.json``
     holds."""
     fonts = find_fonts() if fonts is None else fonts
+    kind = layout(src)
+    id_column, files, default_fields = LAYOUTS[kind]
+    fields = default_fields if field is None else [field] if isinstance(field, str) else list(field)
     tables = {}
     counts: dict[str, int] = {}
-    for side, stem in (("a", "tableA.csv"), ("b", "tableB.csv")):
-        df = read_csv(src, stem)
-        if field not in df.columns or "id" not in df.columns:
-            raise SystemExit(f"render_records: {src / stem}: needs columns 'id' and {field!r} (has {df.columns})")
-        (out / "images" / side).mkdir(parents=True, exist_ok=True)
+    for side, stem in files:
+        df = read_csv(src, stem, strip=kind == "febrl")
         noisy = ocr_side in ("both", "left" if side == "a" else "right")
-        paths, texts = [], []
-        for rid, value in zip(df["id"].to_list(), df[field].to_list()):
-            if value is None:  # nothing to scan: no image either
-                paths.append(None)
-                texts.append(None)
-                continue
-            rel = f"images/{side}/{rid}.png"
-            render(value, record_rng(seed, "image", side, rid), fonts, height, width, lines,
-                   max_rotation).save(out / rel)
-            paths.append(rel)
-            texts.append(ocr_noise(value, ocr_rate, record_rng(seed, "ocr", side, rid)) if noisy else value)
-        changed = sum(t != v for t, v in zip(texts, df[field].to_list()))
-        counts[f"table{side.upper()}_records"], counts[f"table{side.upper()}_ocr_changed"] = df.height, changed
-        tables[side] = df.with_columns(pl.Series(field, texts, dtype=pl.String),
-                                       pl.Series("image", paths, dtype=pl.String))
+        tables[side], changed = render_table(df, src / stem, id_column, fields, side, out, noisy, ocr_rate, seed,
+                                             fonts, height, width, lines, max_rotation)
         tables[side].write_csv(out / stem)
+        label = Path(stem).stem
+        counts[f"{label}_records"], counts[f"{label}_ocr_changed"] = df.height, changed
+    if kind == "febrl":
+        links = read_csv(src, "dataset4_true_links.csv", strip=True)
+        links.write_csv(out / "dataset4_true_links.csv")
+        counts["true_links"] = links.height
+    else:
+        write_pairs(src, out, tables, counts)
+    info = {"source": str(src), "layout": kind, "field": fields[0] if len(fields) == 1 else fields,
+            "ocr_side": ocr_side, "ocr_rate": ocr_rate, "seed": seed, "height": height, "width": width,
+            "lines": lines, "max_rotation": max_rotation, "fonts": [Path(f).name for f in fonts] or ["PIL default"],
+            "counts": counts}
+    (out / "render.json").write_text(json.dumps(info, indent=2) + "\n")
+    return info
+
+
+def write_pairs(src: Path, out: Path, tables: dict[str, pl.DataFrame], counts: dict[str, int]) -> None:
+    """DeepMatcher's ``{train,valid,test}.csv``: the labelled pairs with ``left_<attr>`` / ``right_<attr>`` rebuilt
+    from the rendered tables."""
     attrs = [c for c in tables["a"].columns if c != "id"]
     for split in SPLITS:
         pairs = read_csv(src, f"{split}.csv").select("label", "left_id", "right_id")
@@ -176,19 +243,16 @@ def render_dataset(src: Path, out: Path, field: str = "name", ocr_side: str = "r
         full.select("label", "left_id", *[f"left_{a}" for a in attrs], "right_id",
                     *[f"right_{a}" for a in attrs]).write_csv(out / f"{split}.csv")
         counts[f"{split}_pairs"] = pairs.height
-    info = {"source": str(src), "field": field, "ocr_side": ocr_side, "ocr_rate": ocr_rate, "seed": seed,
-            "height": height, "width": width, "lines": lines, "max_rotation": max_rotation,
-            "fonts": [Path(f).name for f in fonts] or ["PIL default"], "counts": counts}
-    (out / "render.json").write_text(json.dumps(info, indent=2) + "\n")
-    return info
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("src", type=Path, help="a DeepMatcher dataset folder with tableA/tableB")
+    ap.add_argument("src", type=Path, help="a DeepMatcher dataset folder (tableA/tableB) or the FEBRL folder")
     ap.add_argument("out", type=Path, nargs="?", default=Path("out/rendered/abt-buy"),
                     help="the folder to write (default out/rendered/abt-buy)")
-    ap.add_argument("--field", default="name", help="the field rendered and OCR-noised (default name)")
+    ap.add_argument("--field", action="append", default=None,
+                    help="a field rendered and OCR-noised; repeat for several, drawn in one image (default: name; "
+                         "FEBRL: given_name and surname)")
     ap.add_argument("--ocr-side", choices=("left", "right", "both", "none"), default="right",
                     help="whose text gets OCR noise (default right: tableB)")
     ap.add_argument("--ocr-rate", type=float, default=0.08, help="per-character error probability (default 0.08)")

@@ -11,7 +11,14 @@ missing value scores 0):
 The protocol is the linkage task's (``engine_linkage.metrics``): the threshold of maximal F1 on ``valid``, applied
 unchanged to ``test``; F1, precision and recall of the match class. Train is not used.
 
+On a FEBRL 4a x 4b folder (``dataset4a.csv``, ``dataset4b.csv``, ``dataset4_true_links.csv``; the original or one
+written by ``render_records.py``) the protocol is the ``febrl`` source's links protocol: the same entity split as the
+pipelines (60/20/20, seed 0), and every left record of a split against every right record of it (no blocking, so
+pair completeness is 1), a pair a match when it is a true link. Several ``--field`` are joined by a space (a missing
+one left out) before comparing.
+
     .venv/bin/python benchmarks/string_distance.py out/rendered/abt-buy --field name
+    .venv/bin/python benchmarks/string_distance.py out/rendered/febrl --field given_name --field surname
 """
 
 from __future__ import annotations
@@ -70,27 +77,53 @@ def read_pairs(directory: Path, split: str, field: str) -> tuple[list[str], list
             df["label"].cast(pl.Int64).to_numpy())
 
 
-def evaluate(directory: Path, field: str, method: str) -> dict:
+def febrl_pairs(directory: Path, fields: list[str], split: str) -> tuple[list[str], list[str], np.ndarray]:
+    """Every (left, right) record pair of ``split`` in the FEBRL links protocol: the joined, cleaned ``fields`` of
+    each side and the 0/1 label (a true link)."""
+    from engine_linkage.records import SPLITS
+    from engine_linkage.sources import FebrlSource
+
+    data = FebrlSource(str(directory), "4", fields={f: "text" for f in fields}).load()
+    code = SPLITS.index(split)
+    rows = {side: np.flatnonzero(data.record_split[side] == code) for side in ("left", "right")}
+    text = {side: [_clean(" ".join(v for v in (table.columns[f][i] for f in fields) if v)) for i in rows[side]]
+            for side, table in (("left", data.left), ("right", data.right))}
+    truth = data.pairs[split]
+    pos = {(int(a), int(b)) for a, b in zip(truth.left, truth.right)}
+    labels = np.array([(int(a), int(b)) in pos for a in rows["left"] for b in rows["right"]], dtype=np.int64)
+    left = [a for a in text["left"] for _ in rows["right"]]
+    right = text["right"] * len(rows["left"])
+    return left, right, labels
+
+
+def evaluate(directory: Path, field: str | list[str], method: str) -> dict:
     sim = METHODS[method]
+    fields = [field] if isinstance(field, str) else list(field)
+    febrl = (directory / "dataset4a.csv").is_file()
+    if not febrl and len(fields) != 1:
+        raise SystemExit(f"string_distance: {directory}: one --field on DeepMatcher pair files (got {fields})")
     tic = time.perf_counter()
     scores = {}
     for split in ("valid", "test"):
-        left, right, labels = read_pairs(directory, split, field)
+        left, right, labels = febrl_pairs(directory, fields, split) if febrl else read_pairs(directory, split,
+                                                                                             fields[0])
         scores[split] = (np.array([sim(a, b) for a, b in zip(left, right)]), labels)
     threshold, _ = best_threshold(*scores["valid"])
     test = classify(*scores["test"], threshold)
-    return {"method": method, "field": field, "threshold": round(threshold, 4), **{k: round(v, 4)
+    return {"method": method, "field": " + ".join(fields), "threshold": round(threshold, 4), **{k: round(v, 4)
             for k, v in test.items()}, "wall_s": round(time.perf_counter() - tic, 2)}
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("data", type=Path, help="a DeepMatcher-layout folder (pair files with left_/right_ columns)")
-    ap.add_argument("--field", default="name")
+    ap.add_argument("data", type=Path, help="a DeepMatcher-layout folder (pair files with left_/right_ columns) or "
+                                            "a FEBRL 4a x 4b folder")
+    ap.add_argument("--field", action="append", default=None, help="the field compared (default name); repeat to "
+                                                                  "join several (FEBRL)")
     ap.add_argument("--methods", nargs="+", choices=sorted(METHODS), default=list(METHODS))
     ap.add_argument("--out", type=Path, default=None, help="write the rows as JSON here too")
     args = ap.parse_args(argv)
-    rows = [evaluate(args.data, args.field, m) for m in args.methods]
+    rows = [evaluate(args.data, args.field or ["name"], m) for m in args.methods]
     print("| method | field | test F1 | precision | recall | threshold (valid) | wall s |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:

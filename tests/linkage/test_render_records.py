@@ -101,3 +101,65 @@ def test_string_distance_threshold_is_chosen_on_valid(tmp_path):
     assert row["threshold"] == pytest.approx(1 / 3, abs=1e-4)
     assert (row["precision"], row["recall"]) == (pytest.approx(2 / 3, abs=1e-4), 1.0)
     assert np.isclose(row["f1"], 0.8, atol=1e-4)
+
+
+FEBRL_NAMES = [("michaela", "neumann"), ("courtney", "painter"), ("jack", None), ("mitchell", "mason"),
+               ("kate", "beattie"), ("luke", "white"), ("ella", "kelly"), ("sarah", "dwyer"), ("noah", "zhou"),
+               (None, None)]
+
+
+def write_febrl(d: Path) -> Path:
+    """A FEBRL 4a x 4b folder in the shipped style (a blank after each comma): entity k is rec-k-org / rec-k-dup-0."""
+    d.mkdir(parents=True)
+    header = "rec_id, given_name, surname, postcode"
+    rows_a = [f"rec-{k}-org, {g or ''}, {s or ''}, 40{k:02d}" for k, (g, s) in enumerate(FEBRL_NAMES)]
+    rows_b = [f"rec-{k}-dup-0, {g or ''}, {s or ''}, 40{k:02d}" for k, (g, s) in reversed(list(enumerate(FEBRL_NAMES)))]
+    (d / "dataset4a.csv").write_text("\n".join([header, *rows_a]) + "\n")
+    (d / "dataset4b.csv").write_text("\n".join([header, *rows_b]) + "\n")
+    links = [f"rec-{k}-org, rec-{k}-dup-0" for k in range(len(FEBRL_NAMES))]
+    (d / "dataset4_true_links.csv").write_text("\n".join(["rec_id_4a, rec_id_4b", *links]) + "\n")
+    return d
+
+
+def test_febrl_rendering_is_read_by_the_febrl_source(tmp_path, render):
+    from engine_linkage.sources import FebrlSource
+
+    src = write_febrl(tmp_path / "src")
+    info = render.render_dataset(src, tmp_path / "a", height=24, width=96, ocr_rate=0.3)
+    render.render_dataset(src, tmp_path / "b", height=24, width=96, ocr_rate=0.3)
+    assert digest(tmp_path / "a") == digest(tmp_path / "b")
+    assert info["layout"] == "febrl" and info["field"] == ["given_name", "surname"]
+    assert info["counts"]["dataset4a_ocr_changed"] == 0 and info["counts"]["true_links"] == 10
+    assert 0 < info["counts"]["dataset4b_ocr_changed"] <= 9  # the last record has no name to change
+    out = tmp_path / "a"
+    a = pl.read_csv(out / "dataset4a.csv", infer_schema=False)
+    assert a.columns == ["rec_id", "given_name", "surname", "postcode", "image"]
+    assert a["rec_id"][0] == "rec-0-org" and a["postcode"][0] == "4000"  # FEBRL's blanks stripped
+    assert a["image"][2] == "images/a/rec-2-org.png" and a["image"][9] is None  # a missing surname: the given name
+    data = FebrlSource(str(out), "4", fields={"given_name": "text", "surname": "text", "image": "image"}).load()
+    assert data.left.values("image")[0] == str(out / "images" / "a" / "rec-0-org.png")
+    assert data.left.values("surname")[:2] == ["neumann", "painter"]
+    assert sum(len(data.pairs[s]) for s in ("train", "valid", "test")) == 10
+    # the given name and surname are noised each on its own, the first as the one-field rendering noised it
+    b = pl.read_csv(out / "dataset4b.csv", infer_schema=False)
+    k = b["rec_id"].to_list().index("rec-3-dup-0")
+    rng = render.record_rng(0, "ocr", "b", "rec-3-dup-0")
+    assert b["given_name"][k] == render.ocr_noise("mitchell", 0.3, rng)
+
+
+def test_string_distance_on_febrl_compares_every_pair_of_a_split(tmp_path):
+    pytest.importorskip("jellyfish", reason="the string-distance baseline needs the bench extra "
+                                            "(pip install -e 'plugins/linkage[bench]')")
+    from engine_linkage.sources import FebrlSource
+
+    sd = load("string_distance")
+    src = write_febrl(tmp_path / "src")
+    split = FebrlSource(str(src), "4").load().record_split
+    for name in ("valid", "test"):
+        left, right, labels = sd.febrl_pairs(src, ["given_name", "surname"], name)
+        code = ("train", "valid", "test").index(name)
+        n_left, n_right = int((split["left"] == code).sum()), int((split["right"] == code).sum())
+        assert len(left) == len(right) == labels.size == n_left * n_right and labels.sum() == n_left == 2
+        assert {(a, b) for a, b, y in zip(left, right, labels) if y} == {(a, a) for a in left}  # same person
+    row = sd.evaluate(src, ["given_name", "surname"], "levenshtein")
+    assert row["field"] == "given_name + surname" and row["f1"] == 1.0  # the names are copied unchanged
