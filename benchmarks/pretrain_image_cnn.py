@@ -3,10 +3,11 @@
 A CNN trained from scratch on a few hundred matching pairs of scans memorises them and does not generalise (on the
 rendered Abt-Buy: 616 pairs, valid recall@10 at chance). This script gives it something to start from without
 labels and without any pretrained download: the ``--field`` text of every record in the ``train`` pairs (the clean
-source text, read from the folder ``render.json`` names; valid and test records are not used) is rendered
-``--renders`` times with :func:`render_records.render` (other seeds than the dataset's images: other fonts, angles,
-blur and noise), and the CNN learns to give two renders of one text the same vector (symmetric InfoNCE over batches
-of ``--batch`` texts, temperature 0.05), the synthetic-text pretraining of OCR models in small.
+source text, read from the folder ``render.json`` names; valid and test records are not used; on FEBRL the rendered
+name fields of the train entities' records) is rendered ``--renders`` times with :func:`render_records.render` (other
+seeds than the dataset's images: other fonts, angles, blur and noise), and the CNN learns to give two renders of one
+text the same vector (symmetric InfoNCE over batches of ``--batch`` texts, temperature 0.05), the synthetic-text
+pretraining of OCR models in small.
 
 The backbone's ``state_dict`` goes to ``--out`` (default ``<rendered>/cnn_pretrained.pt``); a pipeline loads it with
 ``model.encoders.image.weights`` (same ``channels``, ``height``, ``width`` and ``filters``). Every ``--eval-every``
@@ -14,6 +15,7 @@ steps the recall@1 / @10 of the valid matches' real images (left image -> right 
 printed, and the log goes to ``<out>.json``.
 
     .venv/bin/python benchmarks/pretrain_image_cnn.py out/rendered/abt-buy --steps 1000
+    .venv/bin/python benchmarks/pretrain_image_cnn.py out/rendered/febrl --steps 800
 """
 
 from __future__ import annotations
@@ -38,8 +40,15 @@ from engine_linkage.image import ImageEncoder  # noqa: E402
 from render_records import find_fonts, read_csv, render  # noqa: E402
 
 
-def train_texts(source: Path, field: str) -> list[str]:
-    """The distinct ``field`` values of the records named by the source's train pairs, sorted."""
+def train_texts(source: Path, field: str | list[str]) -> list[str]:
+    """The distinct ``field`` values of the records named by the source's train pairs, sorted; on FEBRL, the fields'
+    values joined by a space (as ``render_records.py`` draws them) of the train entities' records."""
+    if isinstance(field, list):
+        data = febrl(source, {f: "text" for f in field})
+        out = {" ".join(v for v in (table.columns[f][i] for f in field) if v)
+               for side, table in (("left", data.left), ("right", data.right))
+               for i in np.flatnonzero(data.record_split[side] == 0)}
+        return sorted(t for t in out if t)
     pairs = read_csv(source, "train.csv")
     out: set[str] = set()
     for stem, col in (("tableA.csv", "left_id"), ("tableB.csv", "right_id")):
@@ -47,6 +56,24 @@ def train_texts(source: Path, field: str) -> list[str]:
         keep = table.filter(pl.col("id").is_in(pairs[col].unique().implode()))
         out.update(v for v in keep[field].to_list() if v)
     return sorted(out)
+
+
+def febrl(path: Path, fields: dict[str, str]):
+    """FEBRL 4a x 4b at ``path`` as the pipelines read it (the ``febrl`` source, same entity split)."""
+    from engine_linkage.sources import FebrlSource
+
+    return FebrlSource(str(path), "4", fields=fields).load()
+
+
+def valid_images(rendered: Path, layout: str) -> tuple[list[str], list[str]]:
+    """The image paths of the valid matches, left and right."""
+    if layout == "febrl":
+        data = febrl(rendered, {"image": "image"})
+        pairs = data.pairs["valid"]
+        return ([data.left.columns["image"][i] for i in pairs.left],
+                [data.right.columns["image"][i] for i in pairs.right])
+    valid = read_csv(rendered, "valid.csv").filter(pl.col("label") == "1")
+    return tuple([str(rendered / p) for p in valid[c].to_list()] for c in ("left_image", "right_image"))
 
 
 def recall(encoder: ImageEncoder, left: torch.Tensor, right: torch.Tensor) -> tuple[float, float]:
@@ -89,8 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{len(texts)} texts x {args.renders} renders in {time.perf_counter() - tic:.0f}s", flush=True)
 
     encoder = ImageEncoder(dim=64, channels=1, height=h, width=w, filters=args.filters)
-    valid = read_csv(args.rendered, "valid.csv").filter(pl.col("label") == "1")
-    left, right = ([str(args.rendered / p) for p in valid[c].to_list()] for c in ("left_image", "right_image"))
+    left, right = valid_images(args.rendered, info.get("layout", "deepmatcher"))
     vl, vr = torch.from_numpy(encoder.featurize(left)), torch.from_numpy(encoder.featurize(right))
 
     def inputs(images: np.ndarray) -> torch.Tensor:

@@ -163,3 +163,21 @@ def test_string_distance_on_febrl_compares_every_pair_of_a_split(tmp_path):
         assert {(a, b) for a, b, y in zip(left, right, labels) if y} == {(a, a) for a in left}  # same person
     row = sd.evaluate(src, ["given_name", "surname"], "levenshtein")
     assert row["field"] == "given_name + surname" and row["f1"] == 1.0  # the names are copied unchanged
+
+
+def test_image_pretraining_reads_febrl_train_texts_and_valid_images(tmp_path, render):
+    from engine_linkage.sources import FebrlSource
+
+    pretrain = load("pretrain_image_cnn")
+    src = write_febrl(tmp_path / "src")
+    render.render_dataset(src, tmp_path / "r", height=24, width=96)
+    data = FebrlSource(str(src), "4").load()
+    train = {FEBRL_NAMES[int(e)] for e in data.left.entity[data.record_split["left"] == 0]}
+    expected = sorted({" ".join(v for v in names if v) for names in train} - {""})
+    assert pretrain.train_texts(src, ["given_name", "surname"]) == expected  # train entities only, both sides
+    left, right = pretrain.valid_images(tmp_path / "r", "febrl")
+    assert len(left) == len(right) == len(data.pairs["valid"]) == 2
+    for a, b in zip(left, right):  # one person's scans (none for the record without a name)
+        assert (a is None and b is None) or (Path(a).is_file() and Path(a).name.replace("-org", "-dup-0") ==
+                                             Path(b).name)
+    assert sum(a is not None for a in left) >= 1
