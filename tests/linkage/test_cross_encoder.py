@@ -116,7 +116,7 @@ def test_run_reports_f1_and_blocking(tmp_path, tiny_bert, linkage_plugins):
 
 def test_true_links_only_need_mined_negatives(tmp_path, tiny_bert, linkage_plugins):
     """FEBRL gives true links only: without mined negatives the cross-encoder is refused; with them it trains on
-    the train records' blocking neighbours, labelled by the true links."""
+    the links and on blocking neighbours that are not links."""
     from engine.config import load_pipeline
     from engine.run import prepare
 
@@ -129,9 +129,6 @@ def test_true_links_only_need_mined_negatives(tmp_path, tiny_bert, linkage_plugi
                                                                    "cross_encoder": {**cfg, "hard_negatives": 2}})))
     task.on_epoch_start(model, 1, torch.Generator().manual_seed(0))
     li, ri, y = task._classifier_pairs()
-    assert task.mined is not None and all(a is b for a, b in zip((li, ri, y), task.mined)) and (y == 0).sum() > 0
-    links = task.data.pairs["train"]
-    true = {(int(a), int(b)) for a, b in zip(links.left, links.right)}
-    assert [int((int(a), int(b)) in true) for a, b in zip(li, ri)] == y.tolist()  # labelled by the true links
+    assert task.mined is not None and (y == 0).sum() == task.mined[0].shape[0] > 0
     steps = list(task.training_steps(model, next(iter(task.train_batches(1, torch.Generator().manual_seed(0))))))
     assert steps[0][0] == "model" and [g for g, _ in steps[1:]] and {g for g, _ in steps[1:]} == {"cross"}

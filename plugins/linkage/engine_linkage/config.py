@@ -21,8 +21,7 @@ class RerankConfig(ComponentConfig):
     jaccard: bool = Field(True, description="n-gram Jaccard similarity of each id field as a feature")
     vector_features: bool = Field(False, description="also |u - v| and u * v of the record vectors as features")
     hard_negatives: int = Field(0, ge=0, description="negatives per train record mined from the blocking index "
-                                                     "each epoch (neighbours that are not labelled matches; links "
-                                                     "protocol: the neighbours, labelled by the true links)")
+                                                     "each epoch (neighbours that are not labelled matches)")
 
 
 class LinkageModelConfig(ComponentConfig):

@@ -7,8 +7,7 @@ and right records share the encoder. Training minimises a contrastive objective 
 pairs (default ``infonce`` with ``symmetric: true``: CLIPPINGS' symmetric InfoNCE, the other pairs of the batch as
 negatives) plus, with ``model.rerank``, the binary cross-entropy of a pair classifier over field similarities, on the
 labelled pairs and on hard negatives mined from the blocking index (``model.rerank.hard_negatives`` per record,
-re-mined every epoch; in the links protocol, which has no labelled pairs, on the train records' blocking
-candidates labelled by the true links: the pairs it scores at test). With ``model.cross_encoder`` a pretrained transformer, fine-tuned on the same pairs with its
+re-mined every epoch). With ``model.cross_encoder`` a pretrained transformer, fine-tuned on the same pairs with its
 own optimiser (:mod:`engine_linkage.cross_encoder`), scores the pairs instead (Ditto's retrieve-then-rerank).
 
 Evaluation (the threshold is always chosen on ``valid`` by maximal F1, with the weights being evaluated, and applied
@@ -74,7 +73,7 @@ class LinkageTask(CrossEncoderHooks, Task):
         self.data = data
         self.model_cfg: LinkageModelConfig = self.config.model
         self.threshold: float | None = None
-        self.mined: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  #: left, right rows and 0/1 labels
+        self.mined: tuple[np.ndarray, np.ndarray] | None = None
         self._epoch = 1
         self._test_output: dict[str, np.ndarray] | None = None
 
@@ -124,14 +123,12 @@ class LinkageTask(CrossEncoderHooks, Task):
         return p.left, p.right
 
     def _classifier_pairs(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """The pairs the classifier (or cross-encoder) trains on, with their labels: the labelled train pairs and the
-        mined negatives; in the links protocol the mined candidates alone (see :meth:`on_epoch_start`)."""
         p = self.data.pairs["train"]
-        if self.mined is None:
-            return p.left, p.right, p.label
-        if self.data.protocol == "links":
-            return self.mined
-        return tuple(np.concatenate([a, b]) for a, b in zip((p.left, p.right, p.label), self.mined))
+        li, ri, y = p.left, p.right, p.label
+        if self.mined is not None:
+            li, ri = np.concatenate([li, self.mined[0]]), np.concatenate([ri, self.mined[1]])
+            y = np.concatenate([y, np.zeros(self.mined[0].shape[0], np.int64)])
+        return li, ri, y
 
     @property
     def _mined_per_record(self) -> int:
@@ -162,14 +159,9 @@ class LinkageTask(CrossEncoderHooks, Task):
         li, ri = lrows[li], rrows[ri]
         tr = d.pairs["train"]
         n_right = len(d.right_table)
-        known = np.isin(pair_keys(li, ri, n_right), pair_keys(tr.left, tr.right, n_right))
-        if d.protocol == "links":
-            # the candidates, labelled by the true links, and nothing else: the classifier scores blocking candidates
-            # at test, and true links the blocking does not retrieve would teach it that a low similarity means a
-            # match (mined negatives are the most similar pairs; a weak encoder ranks many true links below them)
-            self.mined = (li, ri, known.astype(np.int64))
-        else:
-            self.mined = (li[~known], ri[~known], np.zeros(int((~known).sum()), np.int64))
+        known = pair_keys(tr.left, tr.right, n_right)
+        keep = ~np.isin(pair_keys(li, ri, n_right), known)
+        self.mined = (li[keep], ri[keep])
 
     def num_batches(self) -> int:
         b = self.config.train.batch_size
