@@ -22,6 +22,9 @@ class RerankConfig(ComponentConfig):
     vector_features: bool = Field(False, description="also |u - v| and u * v of the record vectors as features")
     hard_negatives: int = Field(0, ge=0, description="negatives per train record mined from the blocking index "
                                                      "each epoch (neighbours that are not labelled matches)")
+    cosine_fallback: bool = Field(False, description="score pairs by the record cosine instead when it reaches a "
+                                                     "higher F1 on valid than the classifier (checked at every "
+                                                     "evaluation; the choice is reported and exported)")
 
 
 class LinkageModelConfig(ComponentConfig):

@@ -229,8 +229,9 @@ def export_linkage_model(task, model, directory: str) -> dict[str, Any]:
     serving = write_serving_files(
         out, encoder, task.slots, task.data.right_table.ids, task.features["right"],
         fields=list(task.data.fields), whole_record=m.whole_record, threshold=task.threshold,
-        blocking_k=m.blocking_k, dedup=task.data.dedup, classifier=getattr(model, "classifier", None),
-        jaccard_slots=task.jaccard_slots if m.rerank is not None and m.rerank.jaccard else ())
+        blocking_k=m.blocking_k, dedup=task.data.dedup,
+        classifier=getattr(model, "classifier", None) if task.scorer == "classifier" else None,
+        jaccard_slots=task.jaccard_slots if task.scorer == "classifier" and m.rerank.jaccard else ())
     if m.cross_encoder is not None:
         serving.update(write_cross_encoder(out, model.cross, task.texts["right"], fields=task.cross_fields,
                                            left_texts=task.texts["left"]))

@@ -11,7 +11,8 @@ re-mined every epoch). With ``model.cross_encoder`` a pretrained transformer, fi
 own optimiser (:mod:`engine_linkage.cross_encoder`), scores the pairs instead (Ditto's retrieve-then-rerank).
 
 Evaluation (the threshold is always chosen on ``valid`` by maximal F1, with the weights being evaluated, and applied
-unchanged on ``test``; it is kept on the task as ``threshold``):
+unchanged on ``test``; it is kept on the task as ``threshold``; with ``rerank.cosine_fallback`` the record cosine
+scores instead of the classifier when its max-F1 on valid is higher, kept as ``scorer`` and followed by the export):
 
 * pairs protocol (DeepMatcher / Magellan): classify the split's given pairs; ``f1``, ``precision``, ``recall`` of the
   match class. With the full tables, blocking runs on them too: ``pair_completeness`` (of the split's matches) and
@@ -73,6 +74,8 @@ class LinkageTask(CrossEncoderHooks, Task):
         self.data = data
         self.model_cfg: LinkageModelConfig = self.config.model
         self.threshold: float | None = None
+        #: what scores pairs, as the last evaluation chose (see ``score_pairs``, ``rerank.cosine_fallback``)
+        self.scorer = self.default_scorer
         self.mined: tuple[np.ndarray, np.ndarray] | None = None
         self._epoch = 1
         self._test_output: dict[str, np.ndarray] | None = None
@@ -230,19 +233,27 @@ class LinkageTask(CrossEncoderHooks, Task):
                for i in range(0, rows.shape[0], bs)]
         return torch.cat(out).numpy() if out else np.zeros((0, self.model_cfg.dim), np.float32)
 
+    @property
+    def default_scorer(self) -> str:
+        """What scores pairs before ``rerank.cosine_fallback`` has a say: ``cross``, ``classifier`` or ``cosine``."""
+        m = self.model_cfg
+        return "cross" if m.cross_encoder is not None else "classifier" if m.rerank is not None else "cosine"
+
     @torch.no_grad()
-    def score_pairs(self, model, lrows: np.ndarray, rrows: np.ndarray) -> np.ndarray:
-        """Match scores of pairs (row indices into the left and right tables): the cross-encoder's probability
-        with ``cross_encoder``, the classifier's with ``rerank``, else the cosine of the record vectors."""
+    def score_pairs(self, model, lrows: np.ndarray, rrows: np.ndarray, scorer: str | None = None) -> np.ndarray:
+        """Match scores of pairs (row indices into the left and right tables) by ``scorer`` (default: the one the
+        last evaluation chose, see :attr:`scorer`): the cross-encoder's probability (``cross``), the classifier's
+        (``classifier``), or the cosine of the record vectors (``cosine``)."""
         device = next(model.parameters()).device
+        scorer = scorer or self.scorer
         ce = self.model_cfg.cross_encoder
         bs = self.model_cfg.eval_batch_size if ce is None else 4 * ce.batch_size
         out = []
         for i in range(0, lrows.shape[0], bs):
             a, b = lrows[i:i + bs], rrows[i:i + bs]
-            if ce is not None:
+            if scorer == "cross":
                 out.append(torch.sigmoid(self._cross_logits(model, a, b)).float().cpu())
-            elif self.model_cfg.rerank is not None:
+            elif scorer == "classifier":
                 out.append(torch.sigmoid(self._pair_logits(model, a, b, device)[0]).float().cpu())
             else:
                 u = model.encoder(*self._inputs("left", a, device))
@@ -301,17 +312,34 @@ class LinkageTask(CrossEncoderHooks, Task):
         was = model.training
         model.eval()
         try:
+            self.scorer = self.default_scorer
             valid = self._split_scores(model, "valid")
             self.threshold, metrics = best_threshold(valid["scores"], valid["labels"], valid["missed"])
+            choice = self._choose_scorer(model, valid, metrics)
             res, matches = valid, {}
             if split == "test":
                 res = self._split_scores(model, "test")
                 metrics = classify(res["scores"], res["labels"], self.threshold, res["missed"])
                 matches = self._test_matches(model, res)  # in eval mode too: no dropout in the matches
-            out = {**metrics, "threshold": float(self.threshold), **res.get("blocking", {}), **matches}
+            out = {**metrics, "threshold": float(self.threshold), **choice, **res.get("blocking", {}), **matches}
         finally:
             model.train(was)
         return {k: float(v) for k, v in out.items()}
+
+    def _choose_scorer(self, model, valid: dict[str, Any], metrics: dict[str, float]) -> dict[str, float]:
+        """With ``rerank.cosine_fallback``: score by the record cosine when its max-F1 on valid beats the
+        classifier's (ties keep the classifier). Then ``scorer``, ``threshold``, ``valid['scores']`` and ``metrics``
+        (updated in place) are the cosine's. Returns both F1s and the choice, for the metrics."""
+        r = self.model_cfg.rerank
+        if self.scorer != "classifier" or r is None or not r.cosine_fallback:
+            return {}
+        report = {"valid_f1_classifier": metrics["f1"]}
+        cos = self.score_pairs(model, valid["left"], valid["right"], scorer="cosine")
+        threshold, by_cos = best_threshold(cos, valid["labels"], valid["missed"])
+        if by_cos["f1"] > metrics["f1"]:
+            self.scorer, self.threshold, valid["scores"] = "cosine", threshold, cos
+            metrics.update(by_cos)
+        return {**report, "valid_f1_cosine": by_cos["f1"], "scored_by_cosine": float(self.scorer == "cosine")}
 
     def _test_matches(self, model, res: dict[str, Any]) -> dict[str, float]:
         """Keep the test matches (for log_artifacts) and score their clustering where entities are known."""
