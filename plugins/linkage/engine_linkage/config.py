@@ -12,7 +12,7 @@ from engine.config import EncoderSpec, ObjectiveSpec
 
 from .cross_encoder import CrossEncoderConfig
 
-__all__ = ["LinkageModelConfig", "RerankConfig", "CrossEncoderConfig"]
+__all__ = ["LinkageModelConfig", "RerankConfig", "IntraModalConfig", "CrossEncoderConfig"]
 
 
 class RerankConfig(ComponentConfig):
@@ -27,6 +27,12 @@ class RerankConfig(ComponentConfig):
                                                      "evaluation; the choice is reported and exported)")
 
 
+class IntraModalConfig(ComponentConfig):
+    weight: float = Field(1.0, ge=0, description="weight of the intra-modal terms in the total loss")
+    fields: list[str] | None = Field(None, min_length=1, description="the fields whose own vectors are contrasted "
+                                                                     "across matched pairs; default: every field")
+
+
 class LinkageModelConfig(ComponentConfig):
     dim: int = Field(128, ge=2, description="record and field vector dimension")
     encoders: dict[str, EncoderSpec | list[EncoderSpec]] = Field(
@@ -37,6 +43,8 @@ class LinkageModelConfig(ComponentConfig):
     objective: ObjectiveSpec = Field(
         default_factory=lambda: ObjectiveSpec(name="infonce", symmetric=True, temperature=0.05),
         description="contrastive objective over matching pairs; its `weight` scales it")
+    intra_modal: IntraModalConfig | None = Field(
+        None, description="also the objective between the left and right vectors of each field of the matched pairs")
     rerank: RerankConfig | None = Field(default_factory=RerankConfig,
                                         description="a pair classifier re-scores candidate pairs; null: cosine")
     cross_encoder: CrossEncoderConfig | None = Field(

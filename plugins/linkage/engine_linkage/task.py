@@ -5,9 +5,9 @@ Model: each field is encoded by the encoder of its modality (``model.encoders``:
 text encoder unless one is named), the fields are fused into one unit-norm record vector (``model.fusion``), and left
 and right records share the encoder. Training minimises a contrastive objective from the registry over matching
 pairs (default ``infonce`` with ``symmetric: true``: CLIPPINGS' symmetric InfoNCE, the other pairs of the batch as
-negatives) plus, with ``model.rerank``, the binary cross-entropy of a pair classifier over field similarities, on the
-labelled pairs and on hard negatives mined from the blocking index (``model.rerank.hard_negatives`` per record,
-re-mined every epoch). With ``model.cross_encoder`` a pretrained transformer, fine-tuned on the same pairs with its
+negatives), with ``model.intra_modal`` the same objective on each field's own vectors (:mod:`.intra_modal`), plus,
+with ``model.rerank``, the binary cross-entropy of a pair classifier over field similarities, on the and on hard negatives mined from the blocking index (``model.rerank.hard_negatives`` per record, re-mined every
+epoch). With ``model.cross_encoder`` a pretrained transformer, fine-tuned on the same pairs with its
 own optimiser (:mod:`engine_linkage.cross_encoder`), scores the pairs instead (Ditto's retrieve-then-rerank).
 
 Evaluation (the threshold is always chosen on ``valid`` by maximal F1, with the weights being evaluated, and applied
@@ -26,7 +26,6 @@ as a tracking artifact), and the record encoder as ONNX with a parity check.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -36,15 +35,16 @@ import torch.nn.functional as F
 from engine.components import ObjectiveOutput, require_pair_objective
 from engine.errors import ConfigError
 from engine.fields import build_field_encoders, featurize_fields
-from engine.files import atomic_path
 from engine.task import Task
 
 from .blocking import knn_candidates
 from .config import LinkageModelConfig, RerankConfig
 from .cross_task import CrossEncoderHooks
+from .intra_modal import intra_modal_loss, intra_slots
 from .metrics import best_threshold, classify, cluster_prf, connected_components, pair_completeness, pair_keys, \
     reduction_ratio
 from .model import PairClassifier, PairJaccard, RecordEncoder
+from .outputs import LinkageOutputs
 from .records import LinkageData
 from .tabular import CategoricalEncoder
 
@@ -55,7 +55,7 @@ VALID_METRICS = ("f1", "precision", "recall")
 RECORD_FIELD = "_record"
 
 
-class LinkageTask(CrossEncoderHooks, Task):
+class LinkageTask(CrossEncoderHooks, LinkageOutputs, Task):
     """Record linkage and deduplication: contrastive bi-encoder, ANN blocking, re-ranking, clustering."""
 
     name = "linkage"
@@ -113,6 +113,7 @@ class LinkageTask(CrossEncoderHooks, Task):
         self.jaccard_slots = [s for s in slots if s.kind == "ids" and not isinstance(encoders[s.encoder],
                                                                                      CategoricalEncoder)]
         self._pair_jaccard: PairJaccard | None = None
+        self.intra_slots = intra_slots(slots, m.intra_modal)
         if m.rerank is not None:
             model.classifier = PairClassifier(len(slots), m.dim, len(self.jaccard_slots) if m.rerank.jaccard else 0,
                                               m.rerank.hidden, m.rerank.vector_features)
@@ -210,12 +211,17 @@ class LinkageTask(CrossEncoderHooks, Task):
         m = self.model_cfg
         parts: dict[str, torch.Tensor] = {}
         total = torch.zeros((), device=device)
-        if pl_.shape[0] >= 2 and m.objective.weight > 0:
-            u = model.encoder(*self._inputs("left", pl_, device))
-            v = model.encoder(*self._inputs("right", pr_, device))
-            cl = model.contrast(u, v).loss
-            parts["contrast"] = cl
-            total = total + m.objective.weight * cl
+        if pl_.shape[0] >= 2 and (m.objective.weight > 0 or m.intra_modal is not None):
+            enc = model.encoder
+            fl, ml = enc.field_vectors(*self._inputs("left", pl_, device))
+            fr, mr = enc.field_vectors(*self._inputs("right", pr_, device))
+            if m.objective.weight > 0:
+                parts["contrast"] = model.contrast(enc.fuse(fl, ml), enc.fuse(fr, mr)).loss
+                total = total + m.objective.weight * parts["contrast"]
+            im = None if m.intra_modal is None else intra_modal_loss(model.contrast, fl, ml, fr, mr, self.intra_slots)
+            if im is not None:
+                parts["intra_modal"] = im
+                total = total + m.intra_modal.weight * im
         if m.rerank is not None and clf is not None and clf[0].shape[0] > 0:
             logits, _, _ = self._pair_logits(model, clf[0], clf[1], device)
             bce = F.binary_cross_entropy_with_logits(logits, torch.as_tensor(clf[2], dtype=torch.float32,
@@ -366,32 +372,7 @@ class LinkageTask(CrossEncoderHooks, Task):
             out.update({f"cluster_{k}": v for k, v in c.items()})
         return out
 
-    # -- outputs --------------------------------------------------------------------------------------------------
-    def write_matches(self, path: str | Path) -> Path:
-        """The test matches as parquet: ``left_id, right_id, score, cluster`` (after ``evaluate(model, 'test')``)."""
-        import polars as pl
-
-        if self._test_output is None:
-            raise RuntimeError("write_matches: evaluate the test split first")
-        o, d = self._test_output, self.data
-        df = pl.DataFrame({"left_id": [d.left.ids[i] for i in o["left"]],
-                           "right_id": [d.right_table.ids[i] for i in o["right"]],
-                           "score": o["score"].astype(np.float64), "cluster": o["cluster"].astype(np.int64)})
-        with atomic_path(path) as tmp:
-            df.write_parquet(tmp)
-        return Path(path)
-
-    def log_artifacts(self, model, tracker) -> None:
-        if self._test_output is None:
-            return
-        import tempfile
-
-        if self.model_cfg.matches_out:
-            tracker.log_artifact(self.write_matches(self.model_cfg.matches_out), "linkage")
-        elif getattr(tracker, "run_id", None) is not None:
-            with tempfile.TemporaryDirectory() as tmp:
-                tracker.log_artifact(self.write_matches(Path(tmp) / "matches.parquet"), "linkage")
-
+    # -- outputs (write_matches, log_artifacts: LinkageOutputs) ---------------------------------------------------
     def export_onnx(self, model, directory: str) -> dict[str, Any]:
         """``record_encoder.onnx``: ``ids int64 [batch, W_ids]`` and/or ``values float32 [batch, W_values]`` (the
         featurised record, see ``record_schema.json``) -> ``record_vector float32 [batch, dim]`` (unit norm)."""
