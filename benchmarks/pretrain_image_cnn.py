@@ -37,7 +37,7 @@ sys.path.insert(0, str(ROOT / "plugins" / "linkage"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from engine_linkage.image import ImageEncoder  # noqa: E402
-from render_records import find_fonts, read_csv, render  # noqa: E402
+from render_records import find_fonts, joined, read_csv, render  # noqa: E402
 
 
 def train_texts(source: Path, field: str | list[str]) -> list[str]:
@@ -45,7 +45,7 @@ def train_texts(source: Path, field: str | list[str]) -> list[str]:
     values joined by a space (as ``render_records.py`` draws them) of the train entities' records."""
     if isinstance(field, list):
         data = febrl(source, {f: "text" for f in field})
-        out = {" ".join(v for v in (table.columns[f][i] for f in field) if v)
+        out = {joined(table.columns[f][i] for f in field)
                for side, table in (("left", data.left), ("right", data.right))
                for i in np.flatnonzero(data.record_split[side] == 0)}
         return sorted(t for t in out if t)

@@ -167,11 +167,16 @@ LAYOUTS = {"deepmatcher": ("id", [("a", "tableA.csv"), ("b", "tableB.csv")], ["n
            "febrl": ("rec_id", [("a", "dataset4a.csv"), ("b", "dataset4b.csv")], ["given_name", "surname"])}
 
 
+def joined(values) -> str:
+    """Field values as drawn on one scan: joined by a space, missing (None) and empty ones left out."""
+    return " ".join(v for v in values if v)
+
+
 def render_table(df: pl.DataFrame, path: Path, id_column: str, fields: list[str], side: str, out: Path,
                  noisy: bool, ocr_rate: float, seed: int, fonts: list[str], height: int, width: int, lines: int,
                  max_rotation: float) -> tuple[pl.DataFrame, int]:
     """``df`` with the ``fields`` OCR-noised (when ``noisy``) and a column ``image``: the PNG of the ``fields``' values
-    (joined by a space, missing ones left out; no value: no image); also the number of records whose text changed."""
+    (:func:`joined`; no value: no image); also the number of records whose text changed."""
     if id_column not in df.columns or any(f not in df.columns for f in fields):
         raise SystemExit(f"render_records: {path}: needs columns {[id_column, *fields]} (has {df.columns})")
     (out / "images" / side).mkdir(parents=True, exist_ok=True)
@@ -179,7 +184,7 @@ def render_table(df: pl.DataFrame, path: Path, id_column: str, fields: list[str]
     texts = {f: [] for f in fields}
     for k, rid in enumerate(df[id_column].to_list()):
         values = [df[f][k] for f in fields]
-        shown = " ".join(v for v in values if v is not None)
+        shown = joined(values)
         if shown:
             rel = f"images/{side}/{rid}.png"
             render(shown, record_rng(seed, "image", side, rid), fonts, height, width, lines,

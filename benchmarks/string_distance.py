@@ -35,8 +35,10 @@ import polars as pl
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "plugins" / "linkage"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from engine_linkage.metrics import best_threshold, classify  # noqa: E402
+from render_records import joined  # noqa: E402
 
 
 def _clean(value: str | None) -> str:
@@ -77,16 +79,21 @@ def read_pairs(directory: Path, split: str, field: str) -> tuple[list[str], list
             df["label"].cast(pl.Int64).to_numpy())
 
 
-def febrl_pairs(directory: Path, fields: list[str], split: str) -> tuple[list[str], list[str], np.ndarray]:
-    """Every (left, right) record pair of ``split`` in the FEBRL links protocol: the joined, cleaned ``fields`` of
-    each side and the 0/1 label (a true link)."""
-    from engine_linkage.records import SPLITS
+def febrl_data(directory: Path, fields: list[str]):
+    """The FEBRL 4a x 4b folder as the ``febrl`` source reads it, ``fields`` as text."""
     from engine_linkage.sources import FebrlSource
 
-    data = FebrlSource(str(directory), "4", fields={f: "text" for f in fields}).load()
+    return FebrlSource(str(directory), "4", fields={f: "text" for f in fields}).load()
+
+
+def febrl_pairs(data, fields: list[str], split: str) -> tuple[list[str], list[str], np.ndarray]:
+    """Every (left, right) record pair of ``split`` in the FEBRL links protocol (``data`` from :func:`febrl_data`):
+    the joined, cleaned ``fields`` of each side and the 0/1 label (a true link)."""
+    from engine_linkage.records import SPLITS
+
     code = SPLITS.index(split)
     rows = {side: np.flatnonzero(data.record_split[side] == code) for side in ("left", "right")}
-    text = {side: [_clean(" ".join(v for v in (table.columns[f][i] for f in fields) if v)) for i in rows[side]]
+    text = {side: [_clean(joined(table.columns[f][i] for f in fields)) for i in rows[side]]
             for side, table in (("left", data.left), ("right", data.right))}
     truth = data.pairs[split]
     pos = {(int(a), int(b)) for a, b in zip(truth.left, truth.right)}
@@ -103,10 +110,10 @@ def evaluate(directory: Path, field: str | list[str], method: str) -> dict:
     if not febrl and len(fields) != 1:
         raise SystemExit(f"string_distance: {directory}: one --field on DeepMatcher pair files (got {fields})")
     tic = time.perf_counter()
+    data = febrl_data(directory, fields) if febrl else None
     scores = {}
     for split in ("valid", "test"):
-        left, right, labels = febrl_pairs(directory, fields, split) if febrl else read_pairs(directory, split,
-                                                                                             fields[0])
+        left, right, labels = febrl_pairs(data, fields, split) if febrl else read_pairs(directory, split, fields[0])
         scores[split] = (np.array([sim(a, b) for a, b in zip(left, right)]), labels)
     threshold, _ = best_threshold(*scores["valid"])
     test = classify(*scores["test"], threshold)

@@ -155,8 +155,9 @@ def test_string_distance_on_febrl_compares_every_pair_of_a_split(tmp_path):
     sd = load("string_distance")
     src = write_febrl(tmp_path / "src")
     split = FebrlSource(str(src), "4").load().record_split
+    data = sd.febrl_data(src, ["given_name", "surname"])
     for name in ("valid", "test"):
-        left, right, labels = sd.febrl_pairs(src, ["given_name", "surname"], name)
+        left, right, labels = sd.febrl_pairs(data, ["given_name", "surname"], name)
         code = ("train", "valid", "test").index(name)
         n_left, n_right = int((split["left"] == code).sum()), int((split["right"] == code).sum())
         assert len(left) == len(right) == labels.size == n_left * n_right and labels.sum() == n_left == 2
