@@ -6,9 +6,10 @@ text encoder unless one is named), the fields are fused into one unit-norm recor
 and right records share the encoder. Training minimises a contrastive objective from the registry over matching
 pairs (default ``infonce`` with ``symmetric: true``: CLIPPINGS' symmetric InfoNCE, the other pairs of the batch as
 negatives), with ``model.intra_modal`` the same objective on each field's own vectors (:mod:`.intra_modal`), plus,
-with ``model.rerank``, the binary cross-entropy of a pair classifier over field similarities, on the and on hard negatives mined from the blocking index (``model.rerank.hard_negatives`` per record, re-mined every
-epoch). With ``model.cross_encoder`` a pretrained transformer, fine-tuned on the same pairs with its
-own optimiser (:mod:`engine_linkage.cross_encoder`), scores the pairs instead (Ditto's retrieve-then-rerank).
+with ``model.rerank``, the binary cross-entropy of a pair classifier over field similarities, on the labelled pairs
+and on hard negatives mined from the blocking index (``model.rerank.hard_negatives`` per record, re-mined every
+epoch). With ``model.cross_encoder`` a pretrained transformer, fine-tuned on the same pairs with its own optimiser
+(:mod:`engine_linkage.cross_encoder`), scores the pairs instead (Ditto's retrieve-then-rerank).
 
 Evaluation (the threshold is always chosen on ``valid`` by maximal F1, with the weights being evaluated, and applied
 unchanged on ``test``; it is kept on the task as ``threshold``; with ``rerank.cosine_fallback`` the record cosine
