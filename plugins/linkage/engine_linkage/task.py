@@ -253,6 +253,12 @@ class LinkageTask(CrossEncoderHooks, LinkageOutputs, Task):
         (``classifier``), or the cosine of the record vectors (``cosine``)."""
         device = next(model.parameters()).device
         scorer = scorer or self.scorer
+        if scorer == "cosine":  # each distinct record encoded once, not once per pair it is in
+            lu, li = np.unique(lrows, return_inverse=True)
+            ru, ri = np.unique(rrows, return_inverse=True)
+            u = torch.from_numpy(self._record_vectors(model, "left", lu))[torch.as_tensor(li, dtype=torch.long)]
+            v = torch.from_numpy(self._record_vectors(model, "right", ru))[torch.as_tensor(ri, dtype=torch.long)]
+            return (u * v).sum(-1).numpy().astype(np.float64)
         ce = self.model_cfg.cross_encoder
         bs = self.model_cfg.eval_batch_size if ce is None else 4 * ce.batch_size
         out = []
@@ -260,12 +266,8 @@ class LinkageTask(CrossEncoderHooks, LinkageOutputs, Task):
             a, b = lrows[i:i + bs], rrows[i:i + bs]
             if scorer == "cross":
                 out.append(torch.sigmoid(self._cross_logits(model, a, b)).float().cpu())
-            elif scorer == "classifier":
-                out.append(torch.sigmoid(self._pair_logits(model, a, b, device)[0]).float().cpu())
             else:
-                u = model.encoder(*self._inputs("left", a, device))
-                v = model.encoder(*self._inputs("right", b, device))
-                out.append((u * v).sum(-1).float().cpu())
+                out.append(torch.sigmoid(self._pair_logits(model, a, b, device)[0]).float().cpu())
         return torch.cat(out).numpy().astype(np.float64) if out else np.zeros(0)
 
     def _candidates(self, model, split: str | None):
