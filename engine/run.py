@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from .config import PipelineConfig
+from .errors import ConfigError
 from .files import atomic_open
 from .plugins import get_registry
 from .tracking import Tracker, make_tracker
@@ -69,7 +70,6 @@ def check_monitor(cfg: PipelineConfig, task) -> None:
     """A ranking metric named in ``train.monitor`` must be one validation computes (else training would stop with an
     error after its first epoch, with a tracking run already open)."""
     from .config import METRICS
-    from .errors import ConfigError
 
     monitor = cfg.train.monitor
     name, _, _ = monitor.partition("@")
@@ -86,38 +86,116 @@ def checkpoint_dir(cfg: PipelineConfig) -> Path:
     return Path(cfg.train.checkpoint_dir) / cfg.name
 
 
+def check_nproc(cfg: PipelineConfig, nproc: int) -> None:
+    """``--nproc`` must be a rank count every batch can be cut into."""
+    if nproc < 1:
+        raise ConfigError(f"--nproc: must be >= 1 (got {nproc})")
+    b = cfg.train.batch_size
+    if nproc > b:
+        raise ConfigError(f"--nproc: {nproc} ranks but train.batch_size is {b}: every rank needs rows of each batch; "
+                          f"use --nproc <= {b} or raise train.batch_size")
+
+
 def run_pipeline(
     cfg: PipelineConfig,
     metrics_out: str | Path | None = None,
     resume: bool = False,
     track: bool = True,
-) -> RunOutcome:
+    nproc: int = 1,
+) -> RunOutcome | None:
+    """Train, validate, test and log ``cfg``. With ``nproc > 1``, data-parallel over that many processes started
+    here (see :mod:`engine.train.launch`), after everything that can fail on user input was checked in this
+    process; under ``torchrun`` (``WORLD_SIZE`` > 1), in the process group it set up. Returns rank 0's outcome
+    (None on the other ranks of a torchrun run)."""
+    from .train import resolve_device
+    from .train.launch import init_from_env, launch, launched_by_torchrun
+
+    check_nproc(cfg, nproc)
+    if nproc > 1:
+        if launched_by_torchrun():
+            raise ConfigError("--nproc: this process was started by torchrun (WORLD_SIZE is set): the world "
+                               "size is torchrun's --nproc-per-node; drop --nproc")
+        device = resolve_device(cfg.train.device)
+        _check_devices(device, nproc)
+        _check_data_parallel(cfg, resume, device)
+        return launch(nproc, device.type, _run, (cfg, metrics_out, resume, track))
+    if launched_by_torchrun():
+        init_from_env(resolve_device(cfg.train.device).type)
+    return _run(cfg, metrics_out, resume, track)
+
+
+def _check_devices(device, nproc: int) -> None:
     import torch
 
-    from .train import Trainer, resolve_device
+    if device.type == "cuda" and nproc > torch.cuda.device_count():
+        raise ConfigError(f"--nproc: {nproc} ranks on CUDA need one GPU each, but {torch.cuda.device_count()} "
+                           "are visible; lower --nproc or set train.device: cpu")
 
-    if cfg.train.num_threads:
-        torch.set_num_threads(cfg.train.num_threads)
-    device = resolve_device(cfg.train.device)
+
+def _check_data_parallel(cfg: PipelineConfig, resume: bool, device) -> None:
+    """Everything a data-parallel run could fail on because of its input, checked before any worker starts."""
     task, model = prepare(cfg)
     check_monitor(cfg, task)
+    task.check_data_parallel(model)
+    if resume:
+        from .train import Trainer
+
+        Trainer(task, cfg, Tracker(), checkpoint_dir(cfg), device).resume_state()
+
+
+def _threads(cfg: PipelineConfig, world: int) -> int | None:
+    """Intra-op threads: ``train.num_threads``, else the machine's cores split between the ranks."""
+    if cfg.train.num_threads:
+        return cfg.train.num_threads
+    if world > 1:
+        import os
+
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        return max(1, cores // world)
+    return None
+
+
+def _run(cfg: PipelineConfig, metrics_out, resume: bool, track: bool) -> RunOutcome | None:
+    """One process's part of a run (the whole run without a process group): rank 0 tracks, checkpoints,
+    evaluates and writes the outputs; the other ranks train and return None."""
+    import torch
+
+    from .distributed import process_shard
+    from .train import Trainer, resolve_device
+
+    shard = process_shard()
+    main = shard.rank == 0
+    threads = _threads(cfg, shard.world)
+    if threads:
+        torch.set_num_threads(threads)
+    device = resolve_device(cfg.train.device)
+    if device.type == "cuda" and shard.world > 1:
+        import os
+
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    task, model = prepare(cfg)
+    check_monitor(cfg, task)
+    if shard.world > 1:
+        task.check_data_parallel(model)
     directory = checkpoint_dir(cfg)
-    trainer = Trainer(task, cfg, Tracker(), directory, device)
+    trainer = Trainer(task, cfg, Tracker(), directory, device, progress=main)
     state = trainer.resume_state() if resume else None
-    if resume and state is None:
+    if resume and state is None and main:
         print(f"engine: no checkpoint in {directory}; starting from scratch", file=sys.stderr)
-    if state is None:  # a fresh run must not pick up a previous run's best weights
+    if state is None and main:  # a fresh run must not pick up a previous run's best weights
         for stale in (trainer.last_path, trainer.best_path):
             stale.unlink(missing_ok=True)
 
-    tracker = make_tracker(cfg, resume_run_id=(state or {}).get("run_id"), enabled=track)
+    tracker = make_tracker(cfg, resume_run_id=(state or {}).get("run_id"), enabled=track) if main else Tracker()
     trainer.tracker = tracker
     try:
-        if state is None or not state.get("run_id"):  # a new run, or resuming one that was never tracked
-            _log_setup(cfg, task, tracker, device)
+        if main and (state is None or not state.get("run_id")):  # a new run, or resuming one never tracked
+            _log_setup(cfg, task, tracker, device, shard.world)
         tic = time.perf_counter()
         result = trainer.fit(model, state)
         train_seconds = time.perf_counter() - tic
+        if not main:
+            return None
         trainer.load_best(model)
         test = task.evaluate(model, "test")
         tracker.log_metrics({f"test/{k}": v for k, v in test.items()}, step=result.best_epoch)
@@ -139,8 +217,9 @@ def run_pipeline(
     return RunOutcome(tracker.run_id, test, result.best_epoch, result.epochs_run, train_seconds)
 
 
-def _log_setup(cfg: PipelineConfig, task, tracker: Tracker, device) -> None:
-    tracker.set_tags({"engine.task": cfg.task, "engine.pipeline": cfg.name, "engine.device": str(device)})
+def _log_setup(cfg: PipelineConfig, task, tracker: Tracker, device, world: int = 1) -> None:
+    tracker.set_tags({"engine.task": cfg.task, "engine.pipeline": cfg.name, "engine.device": str(device),
+                      "engine.world_size": str(world)})
     tracker.log_params({"config": cfg.raw})
     tracker.log_params({"data": task.data_summary()})
     tracker.log_params({"versions": package_versions(), "seed": cfg.seed})

@@ -14,6 +14,7 @@ if TYPE_CHECKING:  # pragma: no cover
     import torch
 
     from .config import PipelineConfig
+    from .distributed import Shard, ShardedBatch
     from .registry import Registry
     from .tracking import Tracker
 
@@ -80,6 +81,34 @@ class Task(Component):
         of ``group`` (see :meth:`parameter_groups`) before the generator resumes, so a later loss is computed with
         the updated weights. By default, one update of ``"model"`` with :meth:`training_step`."""
         yield "model", self.training_step(model, batch)
+
+    # -- data-parallel training (``engine run --nproc N``; see :mod:`engine.distributed`) ---------------------------
+    def shard_batch(self, batch: Any, shard: "Shard") -> "ShardedBatch":
+        """This rank's part of a global batch from :meth:`train_batches` (every rank draws the same global batches).
+
+        The losses :meth:`training_steps` returns for it must be this rank's *shares*: summed over the ranks and
+        divided by their number, the single-process loss of the global batch (then the averaged gradients are the
+        single-process ones). By default every tensor or array whose first dimension is the batch's row count is
+        cut to the shard's rows and the trainer weights the task's loss by the shard's share of the rows: exact when
+        the loss is a mean of per-row terms (in-batch objectives gather every rank's rows themselves). A family
+        whose terms normalise otherwise (by positions, unique users) returns a :class:`ShardedBatch` with
+        ``weight=None`` and computes the shares in :meth:`training_step`.
+        """
+        from .distributed import ShardedBatch, rows_of, slice_rows
+
+        n = rows_of(batch)
+        part = shard.for_rows(n)
+        start, stop = part.bounds(n)
+        return ShardedBatch(slice_rows(batch, (start, stop), n), part, {"rows": n},
+                            weight=part.world * (stop - start) / n)
+
+    def check_data_parallel(self, model: "torch.nn.Module") -> None:
+        """Raise :class:`engine.errors.ConfigError` when this model cannot train data-parallel exactly. By default,
+        every registry objective in the model must declare how it splits over ranks (``data_parallel = "rows"``:
+        a mean of per-row terms; ``"gather"``: it gathers every rank's candidates)."""
+        from .distributed import check_objectives
+
+        check_objectives(model, self.registry)
 
     # -- evaluation -----------------------------------------------------------------------------------------------
     def evaluate(self, model: "torch.nn.Module", split: str) -> dict[str, float]:

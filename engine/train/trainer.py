@@ -5,9 +5,12 @@ resumed run continues exactly as an uninterrupted one), CPU or CUDA, bf16 autoca
 after every epoch (``last.pt``) and of the best validation state (``best.pt``), resume from ``last.pt``, early
 stopping on a validation metric, and a progress bar.
 
-Data-parallel readiness: the loop only touches the model through ``task.training_steps`` and the optimisers, logs and
-checkpoints only on rank 0 (:func:`is_main_process`), and draws batches from a generator that a distributed sampler
-can shard, so wrapping the model in ``DistributedDataParallel`` does not change this file's shape.
+Data-parallel (``engine run --nproc N``, see :mod:`engine.distributed`): every rank draws the same global batches
+and trains on its shard (``task.shard_batch``), gradients are averaged over ranks after each backward (by hand, not
+``DistributedDataParallel``: tasks make several updates per batch with several optimisers, and a parameter may get no
+gradient on some rank), the epoch's losses are averaged over ranks, validation runs on rank 0 only and its metrics
+are broadcast so every rank takes the same early-stopping decision, and only rank 0 logs and checkpoints
+(:func:`is_main_process`).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .. import distributed
 from ..errors import CheckpointError, EngineError
 from .checkpoint import config_fingerprint, load_checkpoint, save_checkpoint
 
@@ -60,6 +64,10 @@ def _set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _average_gradients(optimizer: torch.optim.Optimizer) -> None:
+    distributed.average_gradients(p for g in optimizer.param_groups for p in g["params"])
 
 
 @dataclass
@@ -153,6 +161,8 @@ class Trainer:
         use_amp = t.amp and self.device.type == "cuda"
         sign = 1.0 if self._higher_is_better() else -1.0
         validate = self.task.has_split("valid")
+        shard = distributed.process_shard()
+        main = shard.rank == 0
         stopped = False
         epoch = start_epoch - 1
         for epoch in range(start_epoch, t.epochs + 1):
@@ -169,16 +179,19 @@ class Trainer:
 
                 batches = tqdm(batches, total=self.task.num_batches(), desc=f"epoch {epoch}/{t.epochs}", leave=False)
             for batch in batches:
+                if shard.world > 1:
+                    batch = self.task.shard_batch(batch, shard)
                 self._update(model, batch, optimizers, use_amp, epoch, sums, counts)
                 n += 1
             if n == 0:
                 raise EngineError("the training split produced no batches: check the data and train.batch_size")
+            sums, counts = distributed.reduce_epoch_sums(sums, counts)
             row: dict[str, float] = {f"loss/{k}": v / counts[k] for k, v in sums.items()}
             row["time/epoch_s"] = time.perf_counter() - tic
 
             if validate and epoch % t.eval_every == 0:
                 tic = time.perf_counter()
-                metrics = self.task.evaluate(model, "valid")
+                metrics = distributed.broadcast_object(self.task.evaluate(model, "valid") if main else None)
                 row["time/eval_s"] = time.perf_counter() - tic
                 row.update({f"valid/{k}": v for k, v in metrics.items()})
                 key = t.monitor if t.monitor.startswith("loss") else f"valid/{t.monitor}"
@@ -196,10 +209,10 @@ class Trainer:
                 best_epoch, best_metrics = epoch, {}
                 self._save_best(model, epoch, {})
             test_every = self.cfg.evaluate.test_every
-            if test_every and (epoch % test_every == 0 or epoch == t.epochs):
+            if test_every and main and (epoch % test_every == 0 or epoch == t.epochs):
                 row.update({f"test_curve/{k}": v for k, v in self.task.evaluate(model, "test").items()})
             history.append({"epoch": epoch, **row})
-            if is_main_process():
+            if main:
                 self.tracker.log_metrics(row, step=epoch)
                 self._log_line(epoch, row)
                 save_checkpoint(
@@ -221,19 +234,35 @@ class Trainer:
             if validate and t.patience is not None and bad >= t.patience:
                 stopped = True
                 break
-        if not self.best_path.exists():  # no evaluation happened within the budget: keep the last weights
+        if main and not self.best_path.exists():  # no evaluation happened within the budget: keep the last weights
             self._save_best(model, epoch, {})
         return TrainResult(best_epoch, best_metrics, epoch, stopped, history)
 
     def _update(self, model, batch, optimizers, use_amp, epoch, sums, counts) -> None:
         """The task's updates of one batch, each stepping its group's optimiser; losses summed into ``sums``
-        (``total`` and the parts for the ``model`` group, ``<group>/...`` for the others)."""
+        (``total`` and the parts for the ``model`` group, ``<group>/...`` for the others).
+
+        ``batch`` is a :class:`~engine.distributed.ShardedBatch` in a data-parallel run: in-batch objectives gather
+        across ranks while its steps run, its ``weight`` (when set) turns the task's local means into shares, and
+        the gradients are averaged over ranks before each optimiser step."""
+        weight = None
+        if isinstance(batch, distributed.ShardedBatch):
+            with distributed.sharding(batch.shard):
+                if batch.weight is not None:
+                    weight, batch = batch.weight, batch.batch
+                self._steps(model, batch, optimizers, use_amp, epoch, sums, counts, weight, across_ranks=True)
+            return
+        self._steps(model, batch, optimizers, use_amp, epoch, sums, counts, weight, across_ranks=False)
+
+    def _steps(self, model, batch, optimizers, use_amp, epoch, sums, counts, weight, across_ranks: bool) -> None:
         steps = self.task.training_steps(model, batch)
         while True:
             with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=use_amp):
                 group, out = next(steps, (None, None))
             if group is None:
                 return
+            if weight is not None:
+                out = type(out)(out.loss * weight, {k: v * weight for k, v in out.parts.items()})
             if group not in optimizers:
                 raise EngineError(f"task {self.task.name!r}: update of unknown parameter group {group!r} "
                                   f"(groups: {', '.join(optimizers)})")
@@ -246,6 +275,8 @@ class Trainer:
             model.zero_grad(set_to_none=True)
             loss.backward()
             optimizer = optimizers[group]
+            if across_ranks:
+                _average_gradients(optimizer)
             if self.train_cfg.grad_clip:
                 params = [p for g in optimizer.param_groups for p in g["params"]]
                 torch.nn.utils.clip_grad_norm_(params, self.train_cfg.grad_clip)

@@ -51,6 +51,8 @@ class BPR(nn.Module, Component):
     """
 
     name: ClassVar[str] = "bpr"
+    #: a mean of per-row terms: a rank's share is its rows' mean weighted by its share of the rows
+    data_parallel: ClassVar[str] = "rows"
     #: what forward() takes ((user, positive item, negative item) embeddings); tasks that contrast two views reject it up front
     inputs: ClassVar[str] = "triplet"
 

@@ -11,6 +11,7 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from engine.components import Component, ComponentConfig, ObjectiveOutput
+from engine.distributed import active, gather_rows
 
 from .checks import check_pair
 from .projection import ProjectionHead
@@ -39,6 +40,11 @@ class InfoNCE(nn.Module, Component):
         \mathcal{L} = \frac{1}{2B} \sum_{r=1}^{2B}
         -\log \frac{\exp(\langle z_r, z_{r^+} \rangle / \tau)}{\sum_{k \ne r} \exp(\langle z_r, z_k \rangle / \tau)}
 
+    Data-parallel (``engine run --nproc N``): each rank's rows are anchors against the rows of *every* rank
+    (:func:`engine.distributed.gather_rows`, with gradients), and the rank returns its share of the global
+    batch's loss (summed over its anchors, divided by the global count, times the rank count), so that the loss and
+    the gradients averaged over ranks equal those of one process on the whole batch.
+
     Related: :class:`~engine_objectives.BPR` (one sampled negative, no temperature).
     References: van den Oord et al., `Representation Learning with Contrastive Predictive Coding
     <https://arxiv.org/abs/1807.03748>`_ (2018); Chen et al., `A Simple Framework for Contrastive Learning of
@@ -65,6 +71,8 @@ class InfoNCE(nn.Module, Component):
     """
 
     name: ClassVar[str] = "infonce"
+    #: splits over ranks by gathering every rank's candidates (see :mod:`engine.distributed`)
+    data_parallel: ClassVar[str] = "gather"
 
     class Config(ComponentConfig):
         """Options of :class:`InfoNCE`."""
@@ -159,6 +167,8 @@ class InfoNCE(nn.Module, Component):
     def forward(self, anchor: Tensor, positive: Tensor) -> ObjectiveOutput:
         check_pair(anchor, positive, "InfoNCE")
         anchor, positive = self.project(anchor), self.project(positive)
+        if active() is not None:
+            return self._gathered(anchor, positive)
         if self.intra_view_negatives:
             return self._nt_xent(anchor, positive)
         logits = self.get_logits(anchor, positive)
@@ -175,6 +185,28 @@ class InfoNCE(nn.Module, Component):
         logits = logits.masked_fill(torch.eye(2 * b, dtype=torch.bool, device=z.device), float("-inf"))
         labels = torch.cat([torch.arange(b, 2 * b), torch.arange(b)]).to(z.device)
         loss = F.cross_entropy(logits, labels)
+        return ObjectiveOutput(loss=loss, parts={"infonce": loss})
+
+    def _gathered(self, anchor: Tensor, positive: Tensor) -> ObjectiveOutput:
+        """This rank's share of the loss over the global batch: its rows as anchors, every rank's rows as
+        candidates, the positive of local row ``i`` at global column ``offset + i``."""
+        world = active().world
+        a_all, offset, n = gather_rows(anchor)
+        p_all, _, _ = gather_rows(positive)
+        b = anchor.shape[0]
+        own = torch.arange(b, device=anchor.device) + offset
+        if self.intra_view_negatives:  # rows [a; p] of the global 2n: local a at own, local p at n + own
+            logits = self.get_logits(torch.cat([anchor, positive]), torch.cat([a_all, p_all]))
+            rows = torch.arange(2 * b, device=anchor.device)
+            logits = logits.masked_fill(torch.zeros_like(logits, dtype=torch.bool).index_put_(
+                (rows, torch.cat([own, own + n])), torch.tensor(True, device=anchor.device)), float("-inf"))
+            labels = torch.cat([own + n, own])
+            loss = F.cross_entropy(logits, labels, reduction="sum") * (world / (2 * n))
+            return ObjectiveOutput(loss=loss, parts={"infonce": loss})
+        loss = F.cross_entropy(self.get_logits(anchor, p_all), own, reduction="sum")
+        if self.symmetric:
+            loss = (loss + F.cross_entropy(self.get_logits(positive, a_all), own, reduction="sum")) / 2
+        loss = loss * (world / n)
         return ObjectiveOutput(loss=loss, parts={"infonce": loss})
 
     def extra_repr(self) -> str:

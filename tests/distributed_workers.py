@@ -1,0 +1,31 @@
+"""Functions the data-parallel tests run in worker processes (importable by module name, as spawn needs)."""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+
+
+def gathered_infonce(options: dict, anchor: torch.Tensor, positive: torch.Tensor):
+    """Each rank's share of InfoNCE over its rows of the global batch (and its rows' gradients); rank 0 returns the
+    mean loss over ranks, the averaged gradients of both inputs and of the temperature, and the local row counts."""
+    from engine.distributed import Shard, average_gradients, process_shard, sharding
+    from engine_objectives import InfoNCE
+
+    shard = process_shard()
+    torch.manual_seed(0)
+    objective = InfoNCE(**options).double()
+    a = anchor.clone().requires_grad_(True)
+    p = positive.clone().requires_grad_(True)
+    with sharding(shard):
+        loss = objective(shard.take(a), shard.take(p)).loss
+    loss.backward()
+    params = [a, p, *objective.parameters()]
+    average_gradients(params)
+    total = loss.detach().clone()
+    dist.all_reduce(total)
+    counts = [torch.zeros(1) for _ in range(shard.world)]
+    dist.all_gather(counts, torch.tensor([float(shard.take(a).shape[0])]))
+    assert isinstance(shard, Shard)
+    return {"loss": float(total) / shard.world, "grads": [None if t.grad is None else t.grad.clone() for t in params],
+            "counts": [int(c) for c in counts]}
