@@ -57,15 +57,21 @@ def cli():
               help="Write the final test metrics and the MLflow run_id to this JSON file.")
 @click.option("--resume", is_flag=True, help="Continue from the last checkpoint of this pipeline.")
 @click.option("--no-track", is_flag=True, help="Do not log to MLflow.")
+@click.option("--nproc", type=int, default=1, show_default=True, metavar="N",
+              help="Data-parallel training over N processes on this machine (gloo on CPU, nccl on CUDA: one GPU "
+                   "each); the global batch is train.batch_size. Under torchrun, leave it out.")
 @user_errors
-def run(pipeline, overrides, metrics_out, resume, no_track):
+def run(pipeline, overrides, metrics_out, resume, no_track, nproc):
     """Train and evaluate the pipeline in PIPELINE (a YAML file)."""
     from .config import load_pipeline
-    from .run import run_pipeline
+    from .run import check_nproc, run_pipeline
 
     _terminate_like_interrupt()
     cfg = load_pipeline(pipeline, overrides)
-    outcome = run_pipeline(cfg, metrics_out=metrics_out, resume=resume, track=not no_track)
+    check_nproc(cfg, nproc)
+    outcome = run_pipeline(cfg, metrics_out=metrics_out, resume=resume, track=not no_track, nproc=nproc)
+    if outcome is None:  # a rank other than 0 of a torchrun run: rank 0 reports
+        return
     metrics = outcome.test_metrics
     headline = {k: v for k, v in metrics.items() if k.endswith(("@10", "@20"))} or metrics  # ranking, else all
     shown = ", ".join(f"{k}={v:.4f}" for k, v in headline.items() if isinstance(v, (int, float)))

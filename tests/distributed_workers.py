@@ -29,3 +29,32 @@ def gathered_infonce(options: dict, anchor: torch.Tensor, positive: torch.Tensor
     assert isinstance(shard, Shard)
     return {"loss": float(total) / shard.world, "grads": [None if t.grad is None else t.grad.clone() for t in params],
             "counts": [int(c) for c in counts]}
+
+
+def run_float64(cfg, metrics_out=None, resume=False, track=False):
+    """One rank of ``engine run`` (``engine.run._run``) with float64 as torch's default dtype, so that a 1-rank and a
+    2-rank run differ by summation order at 1e-15, not float32's 1e-7 amplified by hundreds of Adam steps. Returns
+    rank 0's outcome and the best weights."""
+    from engine.run import _run, checkpoint_dir
+    from engine.train import load_checkpoint
+
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        outcome = _run(cfg, metrics_out, resume, track)
+    finally:
+        torch.set_default_dtype(previous)
+    if outcome is None:
+        return None
+    return outcome, load_checkpoint(checkpoint_dir(cfg) / "best.pt")["model"]
+
+
+def first_step_float32(cfg):
+    """The weights after one epoch (float32, the shipped dtype) of ``engine.run._run``, read from ``last.pt``."""
+    from engine.run import _run, checkpoint_dir
+    from engine.train import load_checkpoint
+
+    _run(cfg, None, False, False)
+    if dist.is_initialized() and dist.get_rank() != 0:
+        return None
+    return load_checkpoint(checkpoint_dir(cfg) / "last.pt")["model"]

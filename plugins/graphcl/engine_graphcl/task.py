@@ -23,6 +23,7 @@ from pydantic import Field
 from engine.components import ComponentConfig, ObjectiveOutput, require_pair_objective
 from engine.config import AugmenterSpec, EncoderSpec, ObjectiveSpec
 from engine.content import ContentConfig, load_item_content
+from engine.distributed import ShardedBatch
 from engine.errors import ConfigError, DataError
 from engine.evaluate import ItemSets, full_ranking
 from engine.evaluate.cold import cold_warm_ranking
@@ -187,28 +188,51 @@ class GraphCFTask(Task):
             u, i = users[idx], items[idx]
             yield u, i, self.sampler.sample(u, generator)
 
+    def shard_batch(self, batch, shard) -> ShardedBatch:
+        """Data-parallel: each rank keeps its rows of ``(users, positives, negatives)`` and its slice of the global
+        batch's unique users and items (the contrast's anchors; the objective gathers the other ranks' as
+        candidates). The propagation runs whole on every rank, with the same noise draws (same RNG state)."""
+        u, i, j = batch
+        n = u.numel()
+        part = shard.for_rows(n)
+        local = (part.take(u), part.take(i), part.take(j), part.take(torch.unique(u)), part.take(torch.unique(i)))
+        return ShardedBatch(local, part, {"rows": n})
+
+    def check_data_parallel(self, model) -> None:
+        super().check_data_parallel(model)
+        if self.content is not None:
+            raise ConfigError("--nproc: model.content does not train data-parallel yet (its alignment terms are "
+                              "not split over ranks); use --nproc 1")
+
     def training_step(self, model, batch) -> ObjectiveOutput:
         m = self.model_cfg
         device = next(model.parameters()).device
-        u, i, j = (t.to(device) for t in batch)
+        uu = ii = None
+        share = lambda x: x  # noqa: E731 - a single process: the loss is the batch's
+        if isinstance(batch, ShardedBatch):  # this rank's share of each mean over the global batch's rows
+            shard, rows = batch.shard, batch.totals["rows"]
+            u, i, j, uu, ii = (t.to(device) for t in batch.batch)
+            share = lambda x: shard.share(x, u.numel(), rows)  # noqa: E731
+        else:
+            u, i, j = (t.to(device) for t in batch)
         noise = self.augmenter if getattr(self.augmenter, "view_kind", None) == "embedding" else None
         content_parts = model.content.parts() if self.content is not None else None
         content = None if content_parts is None else content_parts.total
         enc = self._encode(model, perturb=noise if m.perturb_main else None, content=content)
         rec = model.loss(enc.users[u], enc.items[i], enc.items[j])
-        parts = {f"rec/{k}": v for k, v in rec.parts.items()}
-        total = m.loss.weight * rec.loss
+        parts = {f"rec/{k}": share(v) for k, v in rec.parts.items()}
+        total = m.loss.weight * share(rec.loss)
         if m.reg_weight > 0:
             ego = enc.layers[0]
             n_u = self.data.num_users
             reg = (ego[u].pow(2).sum() + ego[n_u + i].pow(2).sum() + ego[n_u + j].pow(2).sum()) / (2 * u.numel())
-            parts["reg"] = m.reg_weight * reg
+            parts["reg"] = share(m.reg_weight * reg)
             total = total + parts["reg"]
-        for name, value in enc.extra_losses.items():
+        for name, value in enc.extra_losses.items():  # weight penalties: the same on every rank, not shared out
             parts[name] = value
             total = total + value
         if m.contrast is not None:
-            cl = self._contrast(model, enc, u, i, noise, content)
+            cl = self._contrast(model, enc, u, i, noise, content, uu, ii)
             parts["contrast"] = cl
             total = total + m.contrast.objective.weight * cl
         if self.content is not None:
@@ -217,10 +241,13 @@ class GraphCFTask(Task):
                 total = total + value
         return ObjectiveOutput(total, parts)
 
-    def _contrast(self, model, enc, u, i, noise, content=None) -> torch.Tensor:
+    def _contrast(self, model, enc, u, i, noise, content=None, uu=None, ii=None) -> torch.Tensor:
+        """The contrast on the batch's unique users and items (``uu``, ``ii``: this rank's slice of them when
+        data-parallel)."""
         c = self.model_cfg.contrast
         n_u = self.data.num_users
-        uu, ii = torch.unique(u), torch.unique(i)
+        if uu is None:
+            uu, ii = torch.unique(u), torch.unique(i)
         pairs: list[tuple[torch.Tensor, torch.Tensor]] = []
         if c.views == "augment":
             if self._views is not None:

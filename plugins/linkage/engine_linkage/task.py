@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from engine.components import ObjectiveOutput, require_pair_objective
+from engine.distributed import ShardedBatch
 from engine.errors import ConfigError
 from engine.fields import build_field_encoders, featurize_fields
 from engine.task import Task
@@ -206,13 +207,39 @@ class LinkageTask(CrossEncoderHooks, LinkageOutputs, Task):
         u, v = enc.fuse(fl, ml), enc.fuse(fr, mr)
         return model.classifier(fl, ml, fr, mr, u, v, self._jaccard(lrows, rrows, device)), u, v
 
+    def shard_batch(self, batch, shard) -> ShardedBatch:
+        """Data-parallel: each rank keeps its rows of the batch's matched pairs (the objective gathers the other
+        ranks' as negatives) and of its classifier pairs (a mean over the global batch's)."""
+        pl_, pr_, clf = batch
+        n = pl_.shape[0]
+        part = shard.for_rows(n)
+        totals = {"rows": n, "pairs": 0 if clf is None else clf[0].shape[0]}
+        if clf is not None:
+            start, stop = part.bounds(totals["pairs"])
+            clf = tuple(c[start:stop] for c in clf)
+        return ShardedBatch((part.take(pl_), part.take(pr_), clf), part, totals)
+
+    def check_data_parallel(self, model) -> None:
+        super().check_data_parallel(model)
+        m = self.model_cfg
+        for key, value in (("model.intra_modal", m.intra_modal), ("model.cross_encoder", m.cross_encoder)):
+            if value is not None:
+                raise ConfigError(f"--nproc: {key} does not train data-parallel yet; use --nproc 1")
+
     def training_step(self, model, batch) -> ObjectiveOutput:
         device = next(model.parameters()).device
+        share = lambda x, n_local: x  # noqa: E731 - a single process: the loss is the batch's
+        if isinstance(batch, ShardedBatch):
+            shard, totals = batch.shard, batch.totals
+            share = lambda x, n_local: shard.share(x, n_local, totals["pairs"])  # noqa: E731
+            n, batch = totals["rows"], batch.batch
+        else:
+            n = batch[0].shape[0]
         pl_, pr_, clf = batch
         m = self.model_cfg
         parts: dict[str, torch.Tensor] = {}
         total = torch.zeros((), device=device)
-        if pl_.shape[0] >= 2 and (m.objective.weight > 0 or m.intra_modal is not None):
+        if n >= 2 and (m.objective.weight > 0 or m.intra_modal is not None):
             enc = model.encoder
             fl, ml = enc.field_vectors(*self._inputs("left", pl_, device))
             fr, mr = enc.field_vectors(*self._inputs("right", pr_, device))
@@ -225,8 +252,8 @@ class LinkageTask(CrossEncoderHooks, LinkageOutputs, Task):
                 total = total + m.intra_modal.weight * im
         if m.rerank is not None and clf is not None and clf[0].shape[0] > 0:
             logits, _, _ = self._pair_logits(model, clf[0], clf[1], device)
-            bce = F.binary_cross_entropy_with_logits(logits, torch.as_tensor(clf[2], dtype=torch.float32,
-                                                                             device=device))
+            bce = share(F.binary_cross_entropy_with_logits(logits, torch.as_tensor(clf[2], dtype=logits.dtype,
+                                                                                   device=device)), clf[0].shape[0])
             parts["rerank"] = bce
             total = total + m.rerank.weight * bce
         return ObjectiveOutput(total, parts)

@@ -32,6 +32,7 @@ from pydantic import Field, model_validator
 from engine.components import ComponentConfig, ObjectiveOutput, require_pair_objective
 from engine.config import AugmenterSpec, EncoderSpec, ObjectiveSpec
 from engine.content import ContentConfig
+from engine.distributed import ShardedBatch, slice_rows
 from engine.errors import ConfigError, DataError
 from engine.evaluate import ItemSets, full_ranking
 from engine.evaluate.cold import cold_warm_ranking
@@ -246,9 +247,34 @@ class SeqRecTask(Task):
         partners = self.same_target.sequences(pick, self.model_cfg.max_len)
         return (torch.where(found.unsqueeze(1), partners, inputs),)  # no partner: a dropout view of itself
 
+    def shard_batch(self, batch: SeqBatch, shard) -> ShardedBatch:
+        """Data-parallel: each rank keeps its rows (sequences, targets, negatives, views) of the global batch; the
+        next-item loss is a mean over the global batch's trained positions, the contrast gathers every rank's
+        views. Dropout draws differ from a single process's (each rank draws for its own rows): exact with
+        dropout 0, statistically the same otherwise."""
+        n = batch.inputs.shape[0]
+        part = shard.for_rows(n)
+        positions = n if self.model_cfg.train_positions == "last" else int((batch.targets > 0).sum())
+        return ShardedBatch(slice_rows(batch, part.bounds(n), n), part, {"rows": n, "positions": positions})
+
+    def check_data_parallel(self, model) -> None:
+        super().check_data_parallel(model)
+        m = self.model_cfg
+        if m.content is not None:
+            raise ConfigError("--nproc: model.content does not train data-parallel yet; use --nproc 1")
+        if m.contrast is not None and m.contrast.learned is not None:
+            raise ConfigError("--nproc: MCLRec's learned views (model.contrast.learned) do not train data-parallel "
+                              "yet (their margin regulariser needs the global batch's hardest negatives); use "
+                              "--nproc 1")
+
     def training_step(self, model, batch: SeqBatch) -> ObjectiveOutput:
         m = self.model_cfg
         device = next(model.parameters()).device
+        share = lambda x, n_local: x  # noqa: E731 - a single process: the loss is the batch's
+        if isinstance(batch, ShardedBatch):  # this rank's share of the mean over the global batch's positions
+            shard, positions = batch.shard, batch.totals["positions"]
+            share = lambda x, n_local: shard.share(x, n_local, positions)  # noqa: E731
+            batch = batch.batch
         batch = batch.to(device)
         inputs, targets, neg = batch.inputs, batch.targets, batch.negatives
         tower = self._tower(model)
@@ -262,8 +288,8 @@ class SeqRecTask(Task):
             h, t = hidden[where], targets[where]
             neg = None if neg is None else neg[where]
         rec = model.loss(h, table, t, neg)
-        parts = {f"rec/{k}": v for k, v in rec.parts.items()}
-        total = rec.loss
+        parts = {f"rec/{k}": share(v, t.numel()) for k, v in rec.parts.items()}
+        total = share(rec.loss, t.numel())
         if self.content is not None:
             for name, value in self.content.losses(model, h, t, table, tower.parts).items():
                 parts[name] = value
