@@ -97,25 +97,46 @@ def score_file(model: str, input_path: str, output: str, top_k: int | None, chun
                exclude_seen: bool = True, tracking_uri: str | None = None, threads: int | None = None,
                progress: bool = True, index: str = "exact", nprobe: int | None = None, id_column: str = "id",
                matches_only: bool = False, new_items: str | None = None, new_items_id: str | None = None,
-               echo=print) -> dict[str, Any]:
+               echo=print, backend: str = "local", ray_address: str | None = None, workers: int | None = None,
+               gpus_per_worker: float = 0.0) -> dict[str, Any]:
     """Body of ``engine score``: a resumable batch scoring job (see :mod:`engine_serving.job`). ``top_k`` None:
     20 for recommendations, the export's ``blocking_k`` for linkage. ``new_items``: a feature table of items to
-    add to the catalogue (see :mod:`engine_serving.new_items`)."""
+    add to the catalogue (see :mod:`engine_serving.new_items`). ``backend="ray"``: the chunks are scored by Ray
+    workers (:mod:`engine_serving.ray_runner`), on the cluster at ``ray_address`` or a local one."""
+    from .errors import ConfigError
+
+    if backend != "ray" and (ray_address or workers or gpus_per_worker):
+        raise ConfigError("--ray-address, --workers and --gpus-per-worker go with --backend ray")
+    if backend == "ray":
+        from engine_serving.ray_runner import import_ray
+
+        import_ray()  # Ray not installed: say which extra, before loading anything
     serving = _serving()
     loaded, added = _scoring_model(serving, model, tracking_uri, threads, new_items, new_items_id, echo)
+    faiss_options = {"nprobe": nprobe} if nprobe else {}
     if index == "faiss":
-        loaded.use_faiss(**({"nprobe": nprobe} if nprobe else {}))
+        loaded.use_faiss(**faiss_options)
     top_k = top_k or loaded.default_k
+    runner = None
+    if backend == "ray":
+        from engine_serving.ray_runner import ModelSpec, RayRunner
+
+        spec = ModelSpec(str(loaded.directory.resolve()), threads or 1,
+                         str(Path(new_items).resolve()) if new_items else None, new_items_id,
+                         tuple(sorted(faiss_options.items())) if index == "faiss" else None)
+        runner = RayRunner(loaded, spec, address=ray_address, workers=workers, threads=threads,
+                           gpus=gpus_per_worker)
+    where = "" if runner is None else f", on Ray ({ray_address or 'local cluster'})"
     echo(f"engine score: {loaded.family} model {loaded.directory}, onnxruntime provider {loaded.provider}, "
-         f"top-k by {loaded.index_kind}")
+         f"top-k by {loaded.index_kind}{where}")
     summary = serving.run_job(loaded, input_path, output, top_k=top_k, chunk_size=chunk_size,
                               exclude_seen=exclude_seen, progress=progress, id_column=id_column,
-                              matches_only=matches_only)
+                              matches_only=matches_only, runner=runner)
     return {"rows": summary.rows, "parts": summary.parts, "parts_written": summary.parts_written,
             "parts_skipped": summary.parts_skipped, "output_rows": summary.output_rows,
             "seconds": round(summary.seconds, 3), "rows_per_second": round(summary.rows_per_second, 1),
             "provider": summary.provider, "index": loaded.index_kind, "top_k": top_k, "output": str(output),
-            **added}
+            **added, **({"backend": "local"} if runner is None else runner.report())}
 
 
 def _scoring_model(serving, model: str, tracking_uri: str | None, threads: int | None, new_items: str | None,

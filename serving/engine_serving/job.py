@@ -36,7 +36,8 @@ from engine.run import write_json_atomic
 from .errors import JobError
 from .model import ExportedModel
 
-__all__ = ["score_chunk", "write_part", "part_path", "run_job", "scan_input", "JobSummary", "MANIFEST"]
+__all__ = ["score_chunk", "write_part", "part_path", "run_job", "scan_input", "JobSummary", "MANIFEST", "ChunkOptions",
+           "LocalRunner"]
 
 log = logging.getLogger("engine.serving")
 
@@ -214,13 +215,58 @@ def _check_same_job(output: Path, want: dict[str, Any]) -> None:
                            "use another --output, or delete the directory to start over")
 
 
+@dataclass(frozen=True)
+class ChunkOptions:
+    """What :func:`score_chunk` is asked for each chunk (the same for every chunk of a job)."""
+
+    top_k: int = 20
+    exclude_seen: bool = True
+    batch: int | None = None
+    id_column: str = "id"
+    matches_only: bool = False
+
+    def score(self, model: ExportedModel, chunk_index: int, rows: pl.DataFrame) -> pl.DataFrame:
+        return score_chunk(model, chunk_index, rows, self.top_k, self.exclude_seen, self.batch, self.id_column,
+                           self.matches_only)
+
+
+class LocalRunner:
+    """Scores the pending chunks one after another in this process: the default backend of :func:`run_job`.
+
+    A runner has :meth:`start` (called after the input is validated and before anything is written: a runner that
+    cannot start raises an EngineError and the job leaves nothing behind), :meth:`parts` (yields ``(chunk index,
+    input rows, part)`` for each pending chunk, in any order) and :meth:`close`. See
+    :class:`engine_serving.ray_runner.RayRunner` for the distributed one."""
+
+    name = "local"
+
+    def __init__(self, model: ExportedModel) -> None:
+        self.model = model
+        self.provider = model.provider
+
+    def start(self) -> None:
+        pass
+
+    def parts(self, lf: pl.LazyFrame, pending: list[int], chunk_size: int,
+              options: ChunkOptions) -> Iterator[tuple[int, int, pl.DataFrame]]:
+        for i in pending:
+            rows = lf.slice(i * chunk_size, chunk_size).collect()
+            yield i, rows.height, options.score(self.model, i, rows)
+
+    def close(self) -> None:
+        pass
+
+
 def run_job(model: ExportedModel, input_path: str | Path, output: str | Path, top_k: int = 20,
             chunk_size: int = 100_000, exclude_seen: bool = True, batch: int | None = None,
-            progress: bool = True, id_column: str = "id", matches_only: bool = False) -> JobSummary:
+            progress: bool = True, id_column: str = "id", matches_only: bool = False,
+            runner=None) -> JobSummary:
     """Score every row of ``input_path`` into parts under ``output`` (see the module docstring); resumable.
 
     For a linkage model, ``id_column`` names the records' id column (``left_id`` of the output) and
-    ``matches_only`` keeps the candidates scoring at least the export's threshold; ``exclude_seen`` is unused."""
+    ``matches_only`` keeps the candidates scoring at least the export's threshold; ``exclude_seen`` is unused.
+    ``runner`` scores the chunks (default: :class:`LocalRunner`, in this process); whatever it is, the parts, the
+    manifest and the resumption are the same, so the output does not depend on it."""
     from tqdm import tqdm
 
     if top_k < 1:
@@ -246,30 +292,31 @@ def run_job(model: ExportedModel, input_path: str | Path, output: str | Path, to
             _check_ids(input_path, lf, id_column)
         else:
             _check_users(input_path, lf, model)
-    output.mkdir(parents=True, exist_ok=True)
-    tic = time.perf_counter()
-    with _locked(output):
-        for stale in output.glob(".part-*.tmp"):  # a write cut short by a kill
-            stale.unlink(missing_ok=True)
-        if not (output / MANIFEST).is_file():
-            write_json_atomic(output / MANIFEST, {**want, "status": "running"})
-        num_parts = want["num_parts"]
-        done = [i for i in range(num_parts) if part_path(output, i).is_file()]
-        skipped_rows = sum(min(chunk_size, num_rows - i * chunk_size) for i in done)
-        written = 0
-        with tqdm(total=num_rows, initial=skipped_rows, unit="rows", unit_scale=True, disable=None if progress else True,
-                  desc="scoring", dynamic_ncols=True) as bar:
-            for i in range(num_parts):
-                if part_path(output, i).is_file():
-                    continue
-                rows = lf.slice(i * chunk_size, chunk_size).collect()
-                write_part(output, i, score_chunk(model, i, rows, top_k, exclude_seen, batch, id_column,
-                                                  matches_only))
-                written += 1
-                bar.update(rows.height)
-        output_rows = sum(pl.scan_parquet(part_path(output, i)).select(pl.len()).collect().item()
-                          for i in range(num_parts))
-        seconds = time.perf_counter() - tic
-        write_json_atomic(output / MANIFEST, {**want, "status": "complete", "output_rows": output_rows,
-                                        "provider": model.provider})
-    return JobSummary(num_rows, num_parts, written, len(done), output_rows, seconds, model.provider)
+    runner = runner or LocalRunner(model)
+    options = ChunkOptions(top_k, exclude_seen, batch, id_column, matches_only)
+    runner.start()  # may raise (e.g. a cluster that cannot be reached): nothing is written yet
+    try:
+        output.mkdir(parents=True, exist_ok=True)
+        tic = time.perf_counter()
+        with _locked(output):
+            for stale in output.glob(".part-*.tmp"):  # a write cut short by a kill
+                stale.unlink(missing_ok=True)
+            if not (output / MANIFEST).is_file():
+                write_json_atomic(output / MANIFEST, {**want, "status": "running"})
+            num_parts = want["num_parts"]
+            done = [i for i in range(num_parts) if part_path(output, i).is_file()]
+            pending = [i for i in range(num_parts) if not part_path(output, i).is_file()]
+            skipped_rows = sum(min(chunk_size, num_rows - i * chunk_size) for i in done)
+            with tqdm(total=num_rows, initial=skipped_rows, unit="rows", unit_scale=True,
+                      disable=None if progress else True, desc="scoring", dynamic_ncols=True) as bar:
+                for i, height, part in runner.parts(lf, pending, chunk_size, options):
+                    write_part(output, i, part)
+                    bar.update(height)
+            output_rows = sum(pl.scan_parquet(part_path(output, i)).select(pl.len()).collect().item()
+                              for i in range(num_parts))
+            seconds = time.perf_counter() - tic
+            write_json_atomic(output / MANIFEST, {**want, "status": "complete", "output_rows": output_rows,
+                                                  "provider": runner.provider, "backend": runner.name})
+    finally:
+        runner.close()
+    return JobSummary(num_rows, num_parts, len(pending), len(done), output_rows, seconds, runner.provider)
