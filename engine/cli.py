@@ -148,10 +148,22 @@ def _new_items_options(f):
               help="Linkage: keep only candidates scoring at least the threshold chosen on valid.")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="onnxruntime threads (default: all cores).")
 @click.option("--tracking-uri", default=None, help="MLflow tracking URI for run ids (default: ./mlruns/mlflow.db).")
+@click.option("--backend", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="Score the chunks in this process, or as Ray tasks (needs the `ray` extra): same parts, same "
+                   "manifest, same resumption.")
+@click.option("--ray-address", default=None, metavar="HOST:PORT",
+              help="With --backend ray: a running cluster's head (or 'auto'); default: start a local cluster on "
+                   "127.0.0.1 and stop it after the job.")
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="With --backend ray: chunks scored at once (default: every core of a local cluster; the "
+                   "cluster's CPUs / --threads).")
+@click.option("--gpus-per-worker", type=click.FloatRange(min=0), default=0.0,
+              help="With --backend ray: GPUs each worker asks Ray for (onnxruntime-gpu on the cluster: one CUDA "
+                   "session per worker; fractions share a GPU).")
 @_new_items_options
 @user_errors
 def score(model, input_path, output, top_k, chunk_size, include_seen, index, nprobe, id_column, matches_only, threads,
-          tracking_uri, new_items, new_items_id):
+          tracking_uri, backend, ray_address, workers, gpus_per_worker, new_items, new_items_id):
     """Score every user of INPUT with an exported model: top-k items into parquet parts. With a linkage model,
     match every record of INPUT against the export's right table: top-k candidates and their scores.
 
@@ -164,7 +176,8 @@ def score(model, input_path, output, top_k, chunk_size, include_seen, index, npr
         report = score_file(model, input_path, output, top_k, chunk_size, exclude_seen=not include_seen,
                             tracking_uri=tracking_uri, threads=threads, index=index, nprobe=nprobe,
                             id_column=id_column, matches_only=matches_only, new_items=new_items,
-                            new_items_id=new_items_id, echo=lambda m: click.echo(m, err=True))
+                            new_items_id=new_items_id, echo=lambda m: click.echo(m, err=True), backend=backend,
+                            ray_address=ray_address, workers=workers, gpus_per_worker=gpus_per_worker)
     except KeyboardInterrupt:
         click.echo("Interrupted. Finished parts are kept: rerun the same command to finish the job.", err=True)
         sys.exit(130)
