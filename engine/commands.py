@@ -108,7 +108,7 @@ def score_file(model: str, input_path: str, output: str, top_k: int | None, chun
     if backend != "ray" and (ray_address or workers or gpus_per_worker):
         raise ConfigError("--ray-address, --workers and --gpus-per-worker go with --backend ray")
     if backend == "ray":
-        from engine_serving.ray_runner import import_ray
+        from engine_serving.ray_cluster import import_ray
 
         import_ray()  # Ray not installed: say which extra, before loading anything
     serving = _serving()

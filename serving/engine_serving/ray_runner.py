@@ -25,7 +25,6 @@ import hashlib
 import os
 import resource
 import socket
-import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -38,20 +37,9 @@ from engine.errors import EngineError
 
 from .errors import JobError
 from .job import ChunkOptions
+from .ray_cluster import RayCluster
 
-__all__ = ["ModelSpec", "RayRunner", "import_ray", "RAY_INSTALL"]
-
-RAY_INSTALL = "pip install 'engine[ray]' (in a checkout: pip install -e \".[ray]\")"
-
-
-def import_ray():
-    """The ``ray`` module, or a JobError naming the extra to install."""
-    try:
-        import ray
-    except ModuleNotFoundError:
-        raise JobError(f"--backend ray needs Ray, which is not installed here: {RAY_INSTALL}") from None
-    return ray
-
+__all__ = ["ModelSpec", "RayRunner", "score_remote"]
 
 @dataclass(frozen=True)
 class ModelSpec:
@@ -146,20 +134,6 @@ def score_remote(spec: ModelSpec, bundle: list, digest: str, chunk_index: int, r
 
 
 # -- driver side ------------------------------------------------------------------------------------------------------
-def _check_reachable(address: str, timeout: float = 3.0) -> None:
-    """A one-line JobError unless ``HOST:PORT`` accepts a TCP connection (Ray itself retries for a minute)."""
-    host, sep, port = address.removeprefix("ray://").rpartition(":")
-    if not sep or not port.isdigit() or not host:
-        raise JobError(f"--ray-address: expected HOST:PORT of a running Ray cluster's head (or 'auto'), "
-                       f"got {address!r}")
-    try:
-        socket.create_connection((host, int(port)), timeout=timeout).close()
-    except OSError as exc:
-        raise JobError(f"--ray-address {address}: cannot reach a Ray cluster there "
-                       f"({exc.strerror or exc}); start one with `ray start --head` or leave out --ray-address "
-                       "to use a local one") from None
-
-
 @dataclass
 class WorkerStats:
     chunks: int = 0
@@ -199,54 +173,17 @@ class RayRunner:
     name: str = "ray"
     provider: str = ""
     workers_seen: dict[int, WorkerStats] = field(default_factory=dict)
-    startup_s: float = 0.0
+    cluster: RayCluster | None = None
     _ray: Any = None
-    _started_local: bool = False
-    _env_restore: dict[str, str | None] = field(default_factory=dict)
-    _stdout: Any = None
 
     def start(self) -> None:
-        # Ray's driver prints cluster events (a worker died, a task retried) on stdout from a thread of its own;
-        # during the job they go to stderr with the progress, so stdout carries only the command's report.
-        self._stdout, sys.stdout = sys.stdout, sys.stderr
-        try:
-            self._start()
-        except BaseException:
-            self._restore()
-            raise
-
-    def _start(self) -> None:
-        tic = time.perf_counter()
         self.provider = self.model.provider
-        if self.address not in (None, "auto"):
-            _check_reachable(self.address)
-        if self.address is None:
-            # Every Ray server of the local cluster on the loopback interface: Ray binds 127.0.0.1 only when it
-            # treats the machine as a single-node (laptop) install, which this variable selects.
-            for key, value in {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0"}.items():
-                self._env_restore[key] = os.environ.get(key)
-                os.environ[key] = value
-        ray = import_ray()
         threads = self.threads or 1
-        try:
-            if self.address is None:
-                import ray._private.ray_constants as constants
-
-                constants.ENABLE_RAY_CLUSTER = False  # when ray was imported before the variable was set
-                cpus = (self.workers or os.cpu_count() or 1) * threads
-                ray.init(address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=False,
-                         _node_ip_address="127.0.0.1", configure_logging=False)
-                self._started_local = True
-            else:
-                ray.init(address=self.address, log_to_driver=False, configure_logging=False)
-        except (ConnectionError, RuntimeError, ValueError) as exc:
-            raise JobError(f"--ray-address {self.address or '(local)'}: cannot start or join the Ray cluster "
-                           f"({str(exc).splitlines()[0]}); a cluster with token authentication needs RAY_AUTH_MODE"
-                           "=token and its token (RAY_AUTH_TOKEN)") from None
-        self._ray = ray
+        local_cpus = (self.workers or os.cpu_count() or 1) * threads
+        self.cluster = RayCluster(self.address, local_cpus if self.address is None else None)
+        self._ray = self.cluster.start()
         if self.workers is None:
-            self.workers = max(1, int(ray.cluster_resources().get("CPU", 1) // threads))
-        self.startup_s = time.perf_counter() - tic
+            self.workers = max(1, self.cluster.cpus() // threads)
 
     def parts(self, lf: pl.LazyFrame, pending: list[int], chunk_size: int,
               options: ChunkOptions) -> Iterator[tuple[int, int, pl.DataFrame]]:
@@ -306,21 +243,10 @@ class RayRunner:
 
     def report(self) -> dict[str, Any]:
         return {"backend": "ray", "ray_address": self.address or "local", "workers": self.workers,
-                "threads_per_worker": self.threads or 1, "ray_startup_s": round(self.startup_s, 3),
+                "threads_per_worker": self.threads or 1,
+                "ray_startup_s": round(self.cluster.startup_s, 3) if self.cluster else None,
                 "worker_processes": {str(pid): s.as_dict() for pid, s in sorted(self.workers_seen.items())}}
 
     def close(self) -> None:
-        if self._ray is not None:
-            self._ray.shutdown()  # stops a local cluster; only disconnects from a running one
-            self._ray = None
-        self._restore()
-
-    def _restore(self) -> None:
-        if self._stdout is not None:
-            sys.stdout, self._stdout = self._stdout, None
-        for key, value in self._env_restore.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-        self._env_restore.clear()
+        if self.cluster is not None:
+            self.cluster.stop()
