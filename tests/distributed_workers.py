@@ -58,3 +58,15 @@ def first_step_float32(cfg):
     if dist.is_initialized() and dist.get_rank() != 0:
         return None
     return load_checkpoint(checkpoint_dir(cfg) / "last.pt")["model"]
+
+
+def fail_on_rank_1(kind: str):
+    """Rank 1 fails (a user error or a bug) while rank 0 waits for it in a collective."""
+    from engine.errors import DataError
+
+    if dist.get_rank() == 1:
+        if kind == "user":
+            raise DataError("data/x.csv: rank 1 cannot read it")
+        raise ValueError("a bug on rank 1")
+    dist.barrier()
+    return "rank 0 should have been stopped"

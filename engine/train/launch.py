@@ -151,28 +151,32 @@ def launch(nproc: int, device_type: str, target: Callable, args: tuple = ()) -> 
     for p in procs:
         p.start()
     outcomes: dict[int, tuple[str, Any]] = {}
-    failed: int | None = None
-    try:
-        alive = {p.sentinel: r for r, p in enumerate(procs)}
-        while alive:
-            for sentinel in multiprocessing.connection.wait(list(alive), timeout=1.0):
-                r = alive.pop(sentinel)
-                procs[r].join()
-                if procs[r].exitcode != 0 and failed is None:
-                    failed = r
-            while not results.empty():
-                rank, kind, payload = results.get()
-                outcomes[rank] = (kind, payload)
-            if failed is not None:
-                break
-    except BaseException:  # Ctrl-C, SIGTERM (a KeyboardInterrupt here), or the caller's own timeout
-        _stop(procs)
-        raise
-    if failed is not None:
-        _stop(procs)
+    failures: list[int] = []  # ranks in the order their failures reached the queue: the first one is the cause
+    exited: int | None = None  # the first rank seen exiting non-zero
+
+    def drain() -> None:
         while not results.empty():
             rank, kind, payload = results.get()
             outcomes[rank] = (kind, payload)
+            if kind != "ok":
+                failures.append(rank)
+
+    try:
+        alive = {p.sentinel: r for r, p in enumerate(procs)}
+        while alive and exited is None:
+            for sentinel in multiprocessing.connection.wait(list(alive), timeout=1.0):
+                r = alive.pop(sentinel)
+                procs[r].join()
+                if procs[r].exitcode != 0 and exited is None:
+                    exited = r
+            drain()
+    except BaseException:  # Ctrl-C, SIGTERM (a KeyboardInterrupt here), or the caller's own timeout
+        _stop(procs)
+        raise
+    if exited is not None:
+        _stop(procs)
+        drain()
+        failed = failures[0] if failures else exited
         kind, payload = outcomes.get(failed, (None, None))
         if kind == "error":
             raise WorkerError(payload[0], payload[1])

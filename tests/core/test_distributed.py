@@ -94,3 +94,23 @@ def test_gathered_infonce_equals_the_dense_one(objectives_plugin):
         assert len(out["grads"]) == len(grads)
         for got, want in zip(out["grads"], grads):
             assert torch.allclose(got, want, rtol=1e-10, atol=1e-12), options
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("kind", ["user", "bug"])
+def test_a_failing_rank_stops_the_others_and_its_error_is_the_runs(kind, capsys):
+    import time
+
+    from engine.train.launch import WorkerError, launch
+
+    from distributed_workers import fail_on_rank_1
+
+    tic = time.monotonic()
+    with pytest.raises(WorkerError) as info:
+        launch(2, "cpu", fail_on_rank_1, (kind,))
+    assert time.monotonic() - tic < 60  # rank 0, blocked in a barrier, was stopped
+    if kind == "user":
+        assert str(info.value) == "data/x.csv: rank 1 cannot read it" and info.value.exit_code == 2
+    else:
+        assert info.value.exit_code == 1 and "rank 1 of 2 failed" in str(info.value)
+        assert "ValueError: a bug on rank 1" in capsys.readouterr().err
