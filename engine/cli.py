@@ -64,11 +64,10 @@ def cli():
 def run(pipeline, overrides, metrics_out, resume, no_track, nproc):
     """Train and evaluate the pipeline in PIPELINE (a YAML file)."""
     from .config import load_pipeline
-    from .run import check_nproc, run_pipeline
+    from .run import run_pipeline
 
     _terminate_like_interrupt()
     cfg = load_pipeline(pipeline, overrides)
-    check_nproc(cfg, nproc)
     outcome = run_pipeline(cfg, metrics_out=metrics_out, resume=resume, track=not no_track, nproc=nproc)
     if outcome is None:  # a rank other than 0 of a torchrun run: rank 0 reports
         return
