@@ -114,7 +114,7 @@ def run_pipeline(
     if nproc > 1:
         if launched_by_torchrun():
             raise ConfigError("--nproc: this process was started by torchrun (WORLD_SIZE is set): the world "
-                               "size is torchrun's --nproc-per-node; drop --nproc")
+                              "size is torchrun's --nproc-per-node; drop --nproc")
         device = resolve_device(cfg.train.device)
         _check_devices(device, nproc)
         _check_data_parallel(cfg, resume, device)
@@ -129,7 +129,7 @@ def _check_devices(device, nproc: int) -> None:
 
     if device.type == "cuda" and nproc > torch.cuda.device_count():
         raise ConfigError(f"--nproc: {nproc} ranks on CUDA need one GPU each, but {torch.cuda.device_count()} "
-                           "are visible; lower --nproc or set train.device: cpu")
+                          "are visible; lower --nproc or set train.device: cpu")
 
 
 def _check_data_parallel(cfg: PipelineConfig, resume: bool, device) -> None:
@@ -165,6 +165,7 @@ def _run(cfg: PipelineConfig, metrics_out, resume: bool, track: bool) -> RunOutc
 
     shard = process_shard()
     main = shard.rank == 0
+    check_nproc(cfg, shard.world)  # under torchrun, the world it set up
     threads = _threads(cfg, shard.world)
     if threads:
         torch.set_num_threads(threads)
