@@ -236,3 +236,28 @@ def test_bad_ray_input_is_one_line_exit_2_and_writes_nothing(graph_model, tmp_pa
     monkeypatch.setitem(sys.modules, "ray", None)  # as if the extra were not installed
     assert_user_error(invoke(*base, "--backend", "ray"), "needs Ray", "engine[ray]")
     assert not (tmp_path / "out").exists()
+
+
+def test_a_worker_that_cannot_see_the_model_directory_unpacks_the_shipped_one(graph_model, tmp_path):
+    """On a cluster whose nodes do not share a filesystem the export travels through the object store: a worker
+    whose path does not hold it unpacks the bundle once and scores as the driver's model does."""
+    import hashlib
+
+    from engine_serving import load_model
+    from engine_serving.ray_cluster import RayCluster
+    from engine_serving.ray_runner import ModelSpec, _worker_model
+
+    here = ModelSpec(str(graph_model.export), threads=1)
+    digest = hashlib.sha256((graph_model.export / "export.json").read_bytes()).hexdigest()
+    elsewhere = ModelSpec(str(tmp_path / "not-on-this-node"), threads=1)
+
+    def top(spec, bundle):
+        model = _worker_model(spec, bundle, digest)
+        return str(model.directory), model.recommend(np.arange(50), 5)[0]
+
+    with RayCluster(num_cpus=1) as ray_mod:
+        bundle = [ray_mod.put(here.bundle())]
+        directory, got = ray_mod.get(ray_mod.remote(num_cpus=1)(top).remote(elsewhere, bundle))
+    assert "engine-ray-models" in directory and directory.endswith(digest)
+    assert np.array_equal(got, load_model(str(graph_model.export), threads=1).recommend(np.arange(50), 5)[0])
+    assert not (tmp_path / "not-on-this-node").exists()
