@@ -7,10 +7,18 @@ import numpy as np
 
 
 def ivf_candidates(x: np.ndarray, k: int, nlist: int, nprobe: int, seed: int, chunk: int):
-    """Each record's ``k`` nearest other records by inner product, approximately, with faiss: an inverted file of
-    ``nlist`` lists (spherical k-means, 10 iterations on 32 sampled records per list) over 4-bit fast-scan product
-    codes (``IVF<nlist>,PQ<d/2>x4fs``, not residual: one look-up table per query), ``nprobe`` lists searched per
-    record. Unordered pairs, each with its exact inner product."""
+    """Each record's ``k`` nearest other records by inner product, approximately, with faiss (:func:`build_ivf`,
+    :func:`search_pairs`). Unordered pairs, each with its exact inner product."""
+    index = build_ivf(x, nlist, nprobe, seed)
+    li, ri = search_pairs(index, x, 0, k, chunk)
+    a, b, _ = unordered(li, ri, np.zeros(0), x.shape[0])
+    return a, b, scores_of(x, a, b)
+
+
+def build_ivf(x: np.ndarray, nlist: int, nprobe: int, seed: int, add: bool = True):
+    """An inverted file of ``nlist`` lists (spherical k-means, 10 iterations on 32 sampled records per list) over
+    4-bit fast-scan product codes (``IVF<nlist>,PQ<d/2>x4fs``, not residual: one look-up table per query), ``nprobe``
+    lists searched per record, holding every record of ``x`` (``add``) or none yet."""
     import faiss
 
     n, d = x.shape
@@ -20,15 +28,23 @@ def ivf_candidates(x: np.ndarray, k: int, nlist: int, nprobe: int, seed: int, ch
     ivf.cp.niter, ivf.cp.max_points_per_centroid, ivf.cp.spherical = 10, 32, True
     sample = np.random.default_rng(seed).choice(n, size=min(n, 32 * nlist), replace=False)
     index.train(x[np.sort(sample)])
-    index.add(x)
+    if add:
+        index.add(x)
     ivf.nprobe = nprobe
+    return index
+
+
+def search_pairs(index, q: np.ndarray, first: int, k: int, chunk: int):
+    """The ``k + 1`` nearest indexed records of each query (``q``: the records ``first, first + 1, ...``), searched
+    ``chunk`` at a time: ordered pairs (query, found), misses as -1 (see :func:`unordered`)."""
     li, ri = [], []
-    for i in range(0, n, chunk):
-        _, nn = index.search(x[i:i + chunk], k + 1)
-        li.append(np.repeat(np.arange(i, i + nn.shape[0], dtype=np.int64), k + 1))
+    for i in range(0, q.shape[0], chunk):
+        _, nn = index.search(q[i:i + chunk], k + 1)
+        li.append(np.repeat(np.arange(first + i, first + i + nn.shape[0], dtype=np.int64), k + 1))
         ri.append(nn.reshape(-1).astype(np.int64))
-    a, b, _ = unordered(np.concatenate(li), np.concatenate(ri), np.zeros(0), n)
-    return a, b, scores_of(x, a, b)
+    if not li:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    return np.concatenate(li), np.concatenate(ri)
 
 
 def unordered(li, ri, sc, n):

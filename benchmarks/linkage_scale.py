@@ -50,20 +50,27 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ivf_pairs import ivf_candidates, scores_of  # noqa: E402
 from phases import START, Phases, peak_gb, release_free_memory  # noqa: E402
+from rerank_pairs import rerank  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 FIELD_ENCODER = "text"
 
 
-def featurize(df, fields, encoder):
-    """Per field: the codes of the records' values (int32 [N]) and the featurised distinct values (int64 [U, L])."""
+def distinct_codes(s):
+    """The codes (int32 [N]) of a column's values into its sorted distinct values (a polars Series; "" for missing,
+    first when present: the rank order)."""
     import polars as pl
 
+    s = s.fill_null("")
+    return (s.rank("dense") - 1).cast(pl.Int32).to_numpy(writable=True), s.unique().sort()
+
+
+def featurize(df, fields, encoder):
+    """Per field: the codes of the records' values (int32 [N]) and the featurised distinct values (int64 [U, L])."""
     codes, tables = {}, {}
     for f in fields:
-        s = df[f].fill_null("")
-        codes[f] = (s.rank("dense") - 1).cast(pl.Int32).to_numpy(writable=True)
-        tables[f] = encoder.featurize(s.unique().sort().to_list())  # rank order: "" (missing) first when present
+        codes[f], values = distinct_codes(df[f])
+        tables[f] = encoder.featurize(values.to_list())
         rows = np.random.default_rng(0).choice(df.height, size=min(df.height, 500), replace=False)
         direct = encoder.featurize(df[f].gather(rows).to_list())  # the codes point at each record's own value
         got = tables[f][codes[f][rows]]
@@ -168,50 +175,6 @@ def embed(model, vecs, present, codes, fields, n: int, chunk: int):
     return out, table, mask
 
 
-def rerank(model, table, mask, x, a, b, train_mask, labels, args, log) -> np.ndarray:
-    """Re-score candidate pairs with ``PairClassifier`` (per-field cosines and presence, record cosine) trained on
-    the candidates that touch a train record (labels known: a train entity's records are all known)."""
-    import torch
-    import torch.nn.functional as F
-
-    from engine_linkage.model import PairClassifier
-
-    clf = PairClassifier(table.shape[1], model.dim, 0, 64)
-    opt = torch.optim.Adam(clf.parameters(), lr=args.rerank_lr)
-
-    def logits(idx):
-        ia, ib = torch.from_numpy(a[idx]), torch.from_numpy(b[idx])
-        return clf(table[ia].float(), mask[ia], table[ib].float(), mask[ib], torch.from_numpy(x[a[idx]]),
-                   torch.from_numpy(x[b[idx]]))
-
-    rows = np.flatnonzero(train_mask)
-    g = np.random.default_rng(args.seed + 3)
-    if rows.size > args.rerank_max_pairs:
-        rows = np.sort(g.choice(rows, size=args.rerank_max_pairs, replace=False))
-    y = torch.from_numpy(labels.astype(np.float32))
-    batch = int(np.clip(rows.size // 50, 256, 4096))  # at least ~50 steps an epoch on small samples
-    for epoch in range(args.rerank_epochs):
-        total = []
-        for step, idx in enumerate(np.array_split(g.permutation(rows), max(1, rows.size // batch))):
-            loss = F.binary_cross_entropy_with_logits(logits(idx), y[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            total.append(loss.item())
-            if step % 64 == 63:
-                release_free_memory()
-        log.append({"epoch": epoch, "bce": float(np.mean(total))})
-        release_free_memory()
-    clf.eval()
-    out = np.empty(a.size, np.float64)
-    with torch.no_grad():
-        for step, i in enumerate(range(0, a.size, 8192)):
-            out[i:i + 8192] = torch.sigmoid(logits(np.arange(i, min(a.size, i + 8192)))).numpy()
-            if step % 64 == 63:
-                release_free_memory()
-    return out
-
-
 def evaluate(a, b, scores, label, truth, n, entity, group, true_a, cluster: bool = True) -> dict[str, float]:
     """Threshold on valid, figures on test and on everything (see the module docstring). ``label``: whether each
     candidate is a true pair; ``truth``: the true pairs' keys (``pair_keys``), in the order of ``true_a``."""
@@ -246,7 +209,7 @@ def evaluate(a, b, scores, label, truth, n, entity, group, true_a, cluster: bool
     return out
 
 
-def main() -> None:
+def make_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--records", type=int, default=100_000)
     p.add_argument("--seed", type=int, default=0)
@@ -270,21 +233,66 @@ def main() -> None:
     p.add_argument("--rerank-max-pairs", type=int, default=200_000, help="labelled candidate pairs it trains on")
     p.add_argument("--chunk", type=int, default=65_536, help="records searched at once")
     p.add_argument("--out", type=Path, default=None)
-    args = p.parse_args()
+    return p
+
+
+def set_threads(threads: int) -> None:
+    """torch / faiss / BLAS / polars threads (the environment before they are imported, and their setters)."""
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "POLARS_MAX_THREADS"):
-        os.environ[var] = str(args.threads)
+        os.environ[var] = str(threads)
     import faiss
     import torch
 
-    from engine_linkage.blocking import knn_candidates
+    torch.set_num_threads(threads)
+    faiss.omp_set_num_threads(threads)
+
+
+def make_text_encoder(args):
     from engine_linkage.char_ngram import CharNgramEncoder
-    from engine_linkage.metrics import pair_keys
+
+    return CharNgramEncoder(dim=args.dim, num_buckets=65536, ngram_sizes=(2, 3), words=True, max_ngrams=64)
+
+
+def make_model(args, text, widths: dict[str, int]):
+    """``RecordEncoder`` (one shared char n-gram encoder, attention fusion) over the fields' id blocks side by side,
+    and the InfoNCE it trains with."""
     from engine_linkage.model import FieldSlot, RecordEncoder
-    from engine_linkage.synthetic import FIELDS, generate_people, true_pairs
     from engine_objectives.infonce import InfoNCE
 
-    torch.set_num_threads(args.threads)
-    faiss.omp_set_num_threads(args.threads)
+    offset, slots = 0, []
+    for f, width in widths.items():
+        slots.append(FieldSlot(f, "text", FIELD_ENCODER, "ids", offset, width))
+        offset += width
+    return RecordEncoder(slots, {FIELD_ENCODER: text}, args.dim, "attention"), InfoNCE(temperature=0.05, symmetric=True)
+
+
+def rerank_train_mask(group, a, b) -> np.ndarray:
+    ga, gb = group[a], group[b]
+    return ((ga == 0) | (gb == 0)) & (ga != 1) & (gb != 1)
+
+
+def final_metrics(a, b, scores, cosine, n, entity, group, true_a, true_b, rerank: bool):
+    """The evaluate phase: the figures of the scores (re-ranked or cosine) and, with the re-ranker, the cosine's."""
+    from engine_linkage.metrics import pair_keys
+
+    truth = pair_keys(true_a, true_b, n)
+    label = np.isin(pair_keys(a, b, n), truth).astype(np.int64)
+    metrics = evaluate(a, b, scores, label, truth, n, entity, group, true_a)
+    if rerank:
+        metrics["cosine_only"] = {k: v for k, v in evaluate(a, b, cosine, label, truth, n, entity, group, true_a,
+                                                             cluster=False).items()
+                                  if k in ("test_f1", "test_precision", "test_recall", "threshold")}
+    return metrics, truth
+
+
+def run(args) -> tuple[dict, dict[str, np.ndarray]]:
+    """The whole benchmark in this process: the report and the candidate pairs with their scores."""
+    set_threads(args.threads)
+    import torch
+
+    from engine_linkage.blocking import knn_candidates
+    from engine_linkage.synthetic import FIELDS, generate_people, true_pairs
+
     torch.manual_seed(args.seed)
     n = args.records
     ph = Phases()
@@ -298,19 +306,14 @@ def main() -> None:
     ph.stop(true_pairs=int(true_a.size), entities=int(np.unique(entity).size))
 
     ph.start("featurize")
-    text = CharNgramEncoder(dim=args.dim, num_buckets=65536, ngram_sizes=(2, 3), words=True, max_ngrams=64)
+    text = make_text_encoder(args)
     codes, tables = featurize(df, FIELDS, text)
     del df
     ph.stop(distinct_values=int(sum(t.shape[0] for t in tables.values())),
             width=int(sum(t.shape[1] for t in tables.values())))
 
     ph.start("train")
-    offset, slots = 0, []
-    for f in FIELDS:
-        slots.append(FieldSlot(f, "text", FIELD_ENCODER, "ids", offset, tables[f].shape[1]))
-        offset += tables[f].shape[1]
-    model = RecordEncoder(slots, {FIELD_ENCODER: text}, args.dim, "attention")
-    contrast = InfoNCE(temperature=0.05, symmetric=True)
+    model, contrast = make_model(args, text, {f: tables[f].shape[1] for f in FIELDS})
     group = split_entities(entity, true_a, args.train_pairs, args.valid_pairs, args.seed)
     tr = group[true_a] == 0
     log: list = []
@@ -345,20 +348,13 @@ def main() -> None:
     cosine = scores
     if args.rerank:
         ph.start("rerank")
-        ga, gb = group[a], group[b]
         rlog: list = []
-        scores = rerank(model, table, mask, x, a, b, ((ga == 0) | (gb == 0)) & (ga != 1) & (gb != 1),
-                        entity[a] == entity[b], args, rlog)
-        ph.stop(train_pairs=int((((ga == 0) | (gb == 0)) & (ga != 1) & (gb != 1)).sum()), epochs=rlog)
+        train_mask = rerank_train_mask(group, a, b)
+        scores = rerank(table, mask, x, a, b, train_mask, entity[a] == entity[b], args, rlog)
+        ph.stop(train_pairs=int(train_mask.sum()), epochs=rlog)
 
     ph.start("evaluate")
-    truth = pair_keys(true_a, true_b, n)
-    label = np.isin(pair_keys(a, b, n), truth).astype(np.int64)
-    metrics = evaluate(a, b, scores, label, truth, n, entity, group, true_a)
-    if args.rerank:
-        metrics["cosine_only"] = {k: v for k, v in evaluate(a, b, cosine, label, truth, n, entity, group, true_a,
-                                                             cluster=False).items()
-                                  if k in ("test_f1", "test_precision", "test_recall", "threshold")}
+    metrics, truth = final_metrics(a, b, scores, cosine, n, entity, group, true_a, true_b, args.rerank)
     ph.stop()
     if args.compare_exact and not exact:
         ph.start("exact_check")
@@ -369,17 +365,25 @@ def main() -> None:
                       true_a, cluster=False)
         ph.stop(ivf_recall_of_exact_pairs=float(got.mean()), exact_test_pair_completeness=em[
             "test_pair_completeness"], exact_cosine_test_f1=em["test_f1"])
-    total = time.perf_counter() - START
-    report.update({"phases": ph.rows, "metrics": metrics, "total_seconds": round(total, 2),
+    report.update({"phases": ph.rows, "metrics": metrics, "total_seconds": round(time.perf_counter() - START, 2),
                    "pipeline_seconds": round(sum(r["seconds"] for k, r in ph.rows.items() if k != "exact_check"), 2),
                    "peak_rss_gb": round(peak_gb(), 3), "load_average_end": os.getloadavg()})
-    out = args.out or ROOT / "out" / "linkage" / f"scale_{n}.json"
+    return report, {"a": a, "b": b, "scores": scores, "cosine": cosine, "x": x}
+
+
+def write_report(report: dict, out: Path) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2, default=float))
     print(json.dumps({k: report[k] for k in ("records", "total_seconds", "pipeline_seconds", "peak_rss_gb",
                                               "load_average_start", "load_average_end")}))
-    print(json.dumps(metrics, indent=1))
+    print(json.dumps(report["metrics"], indent=1))
     print(f"report: {out}")
+
+
+def main() -> None:
+    args = make_parser().parse_args()
+    report, _ = run(args)
+    write_report(report, args.out or ROOT / "out" / "linkage" / f"scale_{args.records}.json")
 
 
 if __name__ == "__main__":
