@@ -13,6 +13,10 @@ k, chunk size, row count, the top-k index, the linkage options); a different job
 rather than mixed in. A lock file (``.lock``, ``flock``) keeps two processes from working on one directory at once.
 Memory is bounded by the chunk: its rows, its output, and one ``batch x num_items`` float32 score block at a time
 (with faiss, ``batch x (k + most seen items)`` neighbours).
+
+Who scores the chunks is a runner's business: :class:`LocalRunner` (this process, one chunk after another) or
+:class:`engine_serving.ray_runner.RayRunner` (Ray tasks, ``engine score --backend ray``). Either way this module
+alone validates the input, writes the parts and the manifest, and decides what is left to do on a restart.
 """
 
 from __future__ import annotations

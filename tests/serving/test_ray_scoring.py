@@ -238,9 +238,40 @@ def test_bad_ray_input_is_one_line_exit_2_and_writes_nothing(graph_model, tmp_pa
     assert not (tmp_path / "out").exists()
 
 
+def _loopback(address: str) -> bool:
+    import ipaddress
+
+    ip = ipaddress.ip_address(address)
+    return ip.is_loopback or bool(getattr(ip, "ipv4_mapped", None) and ip.ipv4_mapped.is_loopback)
+
+
+def _listening_addresses(root: int) -> set[str]:
+    """The local addresses of the TCP sockets listening in ``root``'s descendants (the local cluster's servers)."""
+    import ipaddress
+
+    inodes = set()
+    for pid in _descendants(root):
+        with contextlib.suppress(OSError):
+            for fd in Path(f"/proc/{pid}/fd").iterdir():
+                with contextlib.suppress(OSError):
+                    link = os.readlink(fd)
+                    if link.startswith("socket:["):
+                        inodes.add(link[8:-1])
+    found = set()
+    for table in ("tcp", "tcp6"):
+        for line in Path(f"/proc/net/{table}").read_text().splitlines()[1:]:
+            cols = line.split()
+            if cols[3] == "0A" and cols[9] in inodes:  # LISTEN
+                raw = bytes.fromhex(cols[1].split(":")[0])
+                words = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))  # per-32-bit host order
+                found.add(str(ipaddress.ip_address(words)))
+    return found
+
+
 def test_a_worker_that_cannot_see_the_model_directory_unpacks_the_shipped_one(graph_model, tmp_path):
     """On a cluster whose nodes do not share a filesystem the export travels through the object store: a worker
-    whose path does not hold it unpacks the bundle once and scores as the driver's model does."""
+    whose path does not hold it unpacks the bundle once and scores as the driver's model does. (And every server
+    of the local cluster listens on the loopback interface only.)"""
     import hashlib
 
     from engine_serving import load_model
@@ -258,6 +289,8 @@ def test_a_worker_that_cannot_see_the_model_directory_unpacks_the_shipped_one(gr
     with RayCluster(num_cpus=1) as ray_mod:
         bundle = [ray_mod.put(here.bundle())]
         directory, got = ray_mod.get(ray_mod.remote(num_cpus=1)(top).remote(elsewhere, bundle))
+        listening = _listening_addresses(os.getpid())
+    assert listening and all(_loopback(a) for a in listening), listening
     assert "engine-ray-models" in directory and directory.endswith(digest)
     assert np.array_equal(got, load_model(str(graph_model.export), threads=1).recommend(np.arange(50), 5)[0])
     assert not (tmp_path / "not-on-this-node").exists()
