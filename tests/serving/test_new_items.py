@@ -291,3 +291,24 @@ def test_image_content_exports_and_ranks_new_items(poster_export, tmp_path, plug
     twins = np.asarray([i - NEW for i in model.item_ids.to_list()[NUM_ITEMS:]])
     after = model.scores(np.arange(NUM_USERS))
     assert np.abs(after[:, NUM_ITEMS:] - before[:, twins]).max() < 1e-4
+
+
+def test_new_items_and_faiss_on_ray_equal_the_local_job(graph_export, tmp_path, plugins, monkeypatch):
+    """``--backend ray`` workers rebuild the driver's model: new items added and the faiss index, part for part."""
+    pytest.importorskip("ray", reason="the `ray` extra is not installed")
+    from engine.plugins import load_plugins
+
+    directory, cold, items = graph_export
+    _twin_table(tmp_path / "new.parquet", items, cold)
+    pl.DataFrame({"user": list(range(NUM_USERS))}).write_csv(tmp_path / "users.csv")
+    load_plugins()  # this process keeps its in-memory plugins; the Ray workers load the installed ones
+    monkeypatch.setenv("ENGINE_LOAD_PLUGINS", "objectives,graphcl,seqrec,linkage")
+    for name, extra in (("exact", []), ("faiss", ["--index", "faiss"])):
+        args = ["score", "--model", directory, "--input", tmp_path / "users.csv", "--top-k", 12, "--chunk-size", 15,
+                "--new-items", tmp_path / "new.parquet", *extra]
+        _invoke(*args, "--output", tmp_path / f"local-{name}")
+        report = json.loads(_invoke(*args, "--output", tmp_path / f"ray-{name}", "--backend", "ray", "--workers", 2,
+                                    "--threads", 1).stdout)
+        assert report["backend"] == "ray" and report["new_items"] == cold.size and report["parts"] == 4
+        for part in sorted((tmp_path / f"local-{name}").glob("part-*.parquet")):
+            assert pl.read_parquet(part).equals(pl.read_parquet(tmp_path / f"ray-{name}" / part.name)), part
