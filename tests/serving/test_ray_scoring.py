@@ -23,6 +23,7 @@ import pytest
 from click.testing import CliRunner
 
 from engine.cli import cli
+from tests.serving.test_score_cli import assert_user_error
 
 ray = pytest.importorskip("ray", reason="the `ray` extra is not installed")
 
@@ -214,14 +215,6 @@ def test_worker_sigkill_and_driver_restart_give_every_row_once(graph_model, tmp_
 
 
 # -- bad input --------------------------------------------------------------------------------------------------------
-def assert_user_error(result, *fragments):
-    assert result.exit_code == 2, (result.output, result.exception)
-    last = result.output.strip().splitlines()[-1]
-    assert last.startswith("Error: ") and "Traceback" not in result.output, result.output
-    for fragment in fragments:
-        assert fragment in last, last
-
-
 def test_bad_ray_input_is_one_line_exit_2_and_writes_nothing(graph_model, tmp_path, monkeypatch):
     pl.DataFrame({"user": [0, 1, 2]}).write_parquet(tmp_path / "in.parquet")
     base = ["score", "--model", graph_model.export, "--input", tmp_path / "in.parquet", "--output", tmp_path / "out"]
