@@ -43,29 +43,29 @@ from rerank_pairs import reranker_rows, score_pairs, train_reranker  # noqa: E40
 _CACHE: dict = {}  # per worker process: the deserialised index and the text encoder, by key
 
 
-def _stat(tic: float, rows: int, **extra) -> dict:
+def _stat(tic: float, cpu: float, rows: int, **extra) -> dict:
     release_free_memory()
-    return {"pid": os.getpid(), "start": tic, "end": time.time(), "rows": rows, "maxrss_gb": round(peak_gb(), 3),
-            **extra}
+    return {"pid": os.getpid(), "start": tic, "end": time.time(), "cpu_s": time.process_time() - cpu, "rows": rows,
+            "maxrss_gb": round(peak_gb(), 3), **extra}
 
 
 def featurize_task(args, values):
     """Hashed n-gram ids ``int64 [u, L]`` of a shard of a field's distinct values (a polars Series)."""
-    tic = time.time()
+    tic, cpu = time.time(), time.process_time()
     ls.set_threads(1)
     if "text" not in _CACHE:
         _CACHE["text"] = ls.make_text_encoder(args)  # featurize reads only the encoder's options
     ids = _CACHE["text"].featurize(values.to_list())
-    return ids, _stat(tic, len(values), width=int(ids.shape[1]))
+    return ids, _stat(tic, cpu, len(values), width=int(ids.shape[1]))
 
 
 def field_vectors_task(model, field: str, ids, width: int):
     """Unit field vectors ``float32 [u, D]`` and presence ``bool [u]`` of a featurised shard, 0-padded to ``width``."""
-    tic = time.time()
+    tic, cpu = time.time(), time.process_time()
     ls.set_threads(1)
     ids = np.pad(ids, ((0, 0), (0, width - ids.shape[1])))
     vecs, present = ls.field_vectors(model, [field], {field: ids}, 4096)
-    return (vecs[field].numpy(), present[field].numpy()), _stat(tic, ids.shape[0])
+    return (vecs[field].numpy(), present[field].numpy()), _stat(tic, cpu, ids.shape[0])
 
 
 def _torch_fields(shared):
@@ -82,7 +82,7 @@ def fuse_task(model, shared, start: int, stop: int):
     """Unit record vectors ``float32 [stop - start, D]`` of a record shard (as ``linkage_scale.embed``)."""
     import torch
 
-    tic = time.time()
+    tic, cpu = time.time(), time.process_time()
     ls.set_threads(1)
     vecs, present = _torch_fields(shared)
     codes = {f: c[start:stop] for f, c in shared["codes"].items()}
@@ -91,14 +91,14 @@ def fuse_task(model, shared, start: int, stop: int):
         for i in range(0, stop - start, 8192):
             v, m = ls.gather_fields(vecs, present, codes, list(codes), np.arange(i, min(stop - start, i + 8192)))
             out[i:i + 8192] = model.fuse(v, m).numpy()
-    return out, _stat(tic, stop - start)
+    return out, _stat(tic, cpu, stop - start)
 
 
 def block_task(index_box, x, start: int, stop: int, k: int, chunk: int):
     """The candidate keys ``a * N + b`` (``a < b``, sorted, once) of a record shard searched against the index."""
     import faiss
 
-    tic = time.time()
+    tic, cpu = time.time(), time.process_time()
     ls.set_threads(1)
     key = index_box[0].hex()
     if _CACHE.get("index_key") != key:  # deserialised once per worker
@@ -109,7 +109,7 @@ def block_task(index_box, x, start: int, stop: int, k: int, chunk: int):
     keep = (ri >= 0) & (li != ri)
     li, ri = li[keep], ri[keep]
     keys = np.unique(np.minimum(li, ri) * x.shape[0] + np.maximum(li, ri))
-    return keys, _stat(tic, stop - start, raw_pairs=int(li.size))
+    return keys, _stat(tic, cpu, stop - start, raw_pairs=int(li.size))
 
 
 def local_table(shared, x, rows: np.ndarray):
@@ -121,13 +121,13 @@ def local_table(shared, x, rows: np.ndarray):
 
 def rerank_task(clf, shared, x, ab, start: int, stop: int):
     """Re-ranker and cosine scores of the candidate pairs ``start:stop``."""
-    tic = time.time()
+    tic, cpu = time.time(), time.process_time()
     ls.set_threads(1)
     a, b = ab[0, start:stop], ab[1, start:stop]
     rows, inv = np.unique(np.concatenate([a, b]), return_inverse=True)
     table, mask, xr = local_table(shared, x, rows)
     scores = score_pairs(clf, table, mask, xr, inv[:a.size], inv[a.size:]) if clf is not None else None
-    return (scores, scores_of(x, a, b)), _stat(tic, stop - start, records=int(rows.size))
+    return (scores, scores_of(x, a, b)), _stat(tic, cpu, stop - start, records=int(rows.size))
 
 
 class Tasks:
@@ -149,6 +149,7 @@ class Tasks:
         stats = self.ray.get([s for _, s in refs])
         wall = time.time() - tic
         busy = sum(s["end"] - s["start"] for s in stats)
+        cpu = sum(s["cpu_s"] for s in stats)
         workers: dict = {}
         for s in stats:
             w = workers.setdefault(s["pid"], {"tasks": 0, "seconds": 0.0, "rows": 0, "maxrss_gb": 0.0})
@@ -161,7 +162,8 @@ class Tasks:
             w["seconds"] = round(w["seconds"], 2)
         rows = sum(s["rows"] for s in stats)
         self.phases[name] = {
-            "tasks": len(calls), "wall_s": round(wall, 2), "task_s_sum": round(busy, 2), "rows": rows,
+            "tasks": len(calls), "wall_s": round(wall, 2), "task_s_sum": round(busy, 2), "task_cpu_s_sum": round(cpu, 2),
+            "rows": rows, "rows_per_task_cpu_s": round(rows / max(cpu, 1e-9), 1),
             "rows_per_task_s": round(rows / max(busy, 1e-9), 1),
             "first_task_start_s": round(min(s["start"] for s in stats) - tic, 3),
             "busy_share": round(busy / max(wall * len(workers), 1e-9), 3), "workers": workers,
@@ -205,7 +207,8 @@ def run_ray(args) -> tuple[dict, dict[str, np.ndarray]]:
     cluster = RayCluster(args.ray_address, num_cpus=args.workers)
     try:
         ray = cluster.start()
-        report["ray"] = {"startup_s": round(cluster.startup_s, 2), "cluster_cpus": cluster.cpus()}
+        report["ray"] = {"startup_s": round(cluster.startup_s, 2), "cluster_cpus": cluster.cpus(),
+                         "object_store_gb": round(ray.cluster_resources().get("object_store_memory", 0) / 1e9, 2)}
         t = Tasks(ray)
         ph.start("featurize")
         vs = args.value_shard
@@ -356,7 +359,7 @@ def make_parser():
     p.add_argument("--ray-address", default=None, help="HOST:PORT of a running cluster's head (default: local)")
     p.add_argument("--shard", type=int, default=65_536, help="records per embed / block task")
     p.add_argument("--value-shard", type=int, default=65_536, help="distinct values per featurise task")
-    p.add_argument("--pair-shard", type=int, default=524_288, help="candidate pairs per re-rank task")
+    p.add_argument("--pair-shard", type=int, default=131_072, help="candidate pairs per re-rank task")
     p.add_argument("--compare", action="store_true", help="also run the single process and check the same numbers")
     p.set_defaults(exact_max=0)
     return p
