@@ -118,6 +118,9 @@ def run_pipeline(
         device = resolve_device(cfg.train.device)
         _check_devices(device, nproc)
         _check_data_parallel(cfg, resume, device)
+        import gc
+
+        gc.collect()  # the checked data and model: the workers build their own
         return launch(nproc, device.type, _run, (cfg, metrics_out, resume, track))
     if launched_by_torchrun():
         init_from_env(resolve_device(cfg.train.device).type)
