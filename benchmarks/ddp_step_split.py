@@ -3,8 +3,9 @@
 A graph encoder propagates the whole graph whatever the batch, so a rank of ``--nproc N`` still runs the full
 propagation and only the batch's losses are split. This times, at one torch thread, ``--steps`` training steps
 (forward + backward, after a warm-up step) of the pipeline at the global batch and at the global batch / N, and
-the propagation alone (forward + backward of the encoder's output sum), so the per-rank step with dedicated cores
-can be estimated as the step at B / N plus the gradient all-reduce.
+the propagation alone (forward + backward of the encoder's output sum), and the gradient all-reduce of the model's
+parameters between ``--nproc`` gloo ranks on 127.0.0.1, so the per-rank step with dedicated cores can be estimated
+as the step at B / N plus the all-reduce.
 
     .venv/bin/python benchmarks/ddp_step_split.py pipelines/xsimgcl-gowalla.yaml --steps 8 --nproc 2
 """
@@ -16,6 +17,21 @@ import json
 import time
 
 import torch
+
+
+def _allreduce_ms(numel: int, repeats: int) -> float:
+    """Median ms of one all-reduce of ``numel`` float32 (what ``average_gradients`` sends) on this rank."""
+    import torch.distributed as dist
+
+    flat = torch.ones(numel)
+    dist.all_reduce(flat)
+    times = []
+    for _ in range(repeats):
+        dist.barrier()
+        tic = time.perf_counter()
+        dist.all_reduce(flat)
+        times.append((time.perf_counter() - tic) * 1000)
+    return sorted(times)[len(times) // 2]
 
 
 def main() -> None:
@@ -72,6 +88,9 @@ def main() -> None:
         out[key + "_all"] = [round(v, 1) for v in values]
     params = sum(p.numel() for p in model.parameters())
     out["parameters"] = params
+    from engine.train.launch import launch
+
+    out["allreduce_ms"] = launch(args.nproc, "cpu", _allreduce_ms, (params + len(list(model.parameters())), 10))
     out["threads"] = args.threads
     print(json.dumps(out, indent=2))
 
