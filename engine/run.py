@@ -122,9 +122,15 @@ def run_pipeline(
 
         gc.collect()  # the checked data and model: the workers build their own
         return launch(nproc, device.type, _run, (cfg, metrics_out, resume, track))
-    if launched_by_torchrun():
-        init_from_env(resolve_device(cfg.train.device).type)
-    return _run(cfg, metrics_out, resume, track)
+    if not launched_by_torchrun():
+        return _run(cfg, metrics_out, resume, track)
+    import torch.distributed as dist
+
+    init_from_env(resolve_device(cfg.train.device).type)
+    try:
+        return _run(cfg, metrics_out, resume, track)
+    finally:
+        dist.destroy_process_group()
 
 
 def _check_devices(device, nproc: int) -> None:

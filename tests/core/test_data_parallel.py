@@ -292,3 +292,34 @@ def test_sigterm_stops_every_rank_and_the_run_is_killed_and_resumable(tmp_path):
     out = json.loads((tmp_path / "m.json").read_text())
     assert out["epochs"] == last + 2 and out["run_id"] == run.info.run_id
     assert client.get_run(run.info.run_id).info.status == "FINISHED"
+
+
+@pytest.mark.timeout(240)
+def test_under_torchrun_engine_run_joins_its_process_group(tmp_path):
+    """`torchrun --nproc-per-node 2 -m engine.cli run PIPELINE` (no --nproc): the ranks join torchrun's group (env://),
+    rank 0 alone writes the metrics, and they equal `engine run --nproc 2`'s."""
+    import os
+    import subprocess
+    import sys
+
+    from engine.train.launch import free_port
+
+    env = {k: v for k, v in os.environ.items() if k != "ENGINE_LOAD_PLUGINS"}
+    bin_dir = pathlib.Path(sys.executable).parent
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir()
+    b.mkdir()
+    pa, pb = tiny_graph(a, 2), tiny_graph(b, 2)
+    ran = subprocess.run([str(bin_dir / "torchrun"), "--nproc-per-node", "2", "--master-addr", "127.0.0.1",
+                          "--master-port", str(free_port()),
+                          "-m", "engine.cli", "run", str(pa), "--metrics-out", str(a / "m.json")],
+                         env=env, capture_output=True, text=True, timeout=200)
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout.count("test: ") == 1  # rank 0 reports
+    spawned = subprocess.run([str(bin_dir / "engine"), "run", str(pb), "--nproc", "2", "--metrics-out",
+                              str(b / "m.json")], env=env, capture_output=True, text=True, timeout=200)
+    assert spawned.returncode == 0, spawned.stderr
+    want, got = json.loads((b / "m.json").read_text()), json.loads((a / "m.json").read_text())
+    for k, v in want.items():
+        if k not in ("run_id", "train_seconds"):
+            assert got[k] == pytest.approx(v, abs=1e-7), k
