@@ -49,6 +49,17 @@ def _stat(tic: float, cpu: float, rows: int, **extra) -> dict:
             "maxrss_gb": round(peak_gb(), 3), **extra}
 
 
+def warmup_task():
+    """Imports what the tasks use (torch, faiss, engine_linkage), so that no phase's first task pays for them."""
+    tic, cpu = time.time(), time.process_time()
+    ls.set_threads(1)
+    import engine_linkage.char_ngram  # noqa: F401
+    import engine_linkage.model  # noqa: F401
+
+    time.sleep(1.0)  # long enough that every worker takes one
+    return None, _stat(tic, cpu, 0)
+
+
 def featurize_task(args, values):
     """Hashed n-gram ids ``int64 [u, L]`` of a shard of a field's distinct values (a polars Series)."""
     tic, cpu = time.time(), time.process_time()
@@ -210,6 +221,7 @@ def run_ray(args) -> tuple[dict, dict[str, np.ndarray]]:
         report["ray"] = {"startup_s": round(cluster.startup_s, 2), "cluster_cpus": cluster.cpus(),
                          "object_store_gb": round(ray.cluster_resources().get("object_store_memory", 0) / 1e9, 2)}
         t = Tasks(ray)
+        t.run("warmup", warmup_task, [()] * cluster.cpus())
         ph.start("featurize")
         vs = args.value_shard
         shards = {f: [(args, values[f][i:i + vs]) for i in range(0, len(values[f]), vs)] for f in FIELDS}
