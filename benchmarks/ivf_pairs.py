@@ -52,8 +52,29 @@ def unordered(li, ri, sc, n):
     keep = (ri >= 0) & (li != ri)
     li, ri = li[keep], ri[keep]
     a, b = np.minimum(li, ri), np.maximum(li, ri)
-    keys, first = np.unique(a * n + b, return_index=True)
-    return keys // n, keys % n, (sc[keep][first].astype(np.float64) if sc.size else None)
+    if not sc.size:
+        keys = sorted_unique(a * n + b)
+        return keys // n, keys % n, None
+    keys, first = sorted_unique(a * n + b, return_index=True)
+    return keys // n, keys % n, sc[keep][first].astype(np.float64)
+
+
+def sorted_unique(keys: np.ndarray, return_index: bool = False, return_inverse: bool = False):
+    """``np.unique`` of a 1-d array (sorted; the first occurrences; the inverse) by one sort: numpy 2.4's own takes
+    about 80 times as long as a sort on int64 keys here (10M keys: 9.5 s against 0.12 s, one core)."""
+    order = np.argsort(keys, kind="stable") if return_index or return_inverse else None
+    s = keys[order] if order is not None else np.sort(keys)
+    flag = np.empty(s.size, bool)
+    flag[:1] = True
+    np.not_equal(s[1:], s[:-1], out=flag[1:])
+    out = [s[flag]]
+    if return_index:
+        out.append(order[flag])
+    if return_inverse:
+        inv = np.empty(keys.size, np.intp)
+        inv[order] = np.cumsum(flag) - 1
+        out.append(inv)
+    return out[0] if len(out) == 1 else tuple(out)
 
 
 def scores_of(x: np.ndarray, a: np.ndarray, b: np.ndarray, chunk: int = 1 << 20) -> np.ndarray:

@@ -36,7 +36,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "serving"))
 import linkage_scale as ls  # noqa: E402
-from ivf_pairs import build_ivf, search_pairs, scores_of  # noqa: E402
+from ivf_pairs import build_ivf, scores_of, search_pairs, sorted_unique  # noqa: E402
 from phases import START, Phases, peak_gb, release_free_memory  # noqa: E402
 from rerank_pairs import reranker_rows, score_pairs, train_reranker  # noqa: E402
 
@@ -119,7 +119,7 @@ def block_task(index_box, x, start: int, stop: int, k: int, chunk: int):
     li, ri = search_pairs(_CACHE["index"], x[start:stop], start, k, chunk)
     keep = (ri >= 0) & (li != ri)
     li, ri = li[keep], ri[keep]
-    keys = np.unique(np.minimum(li, ri) * x.shape[0] + np.maximum(li, ri))
+    keys = sorted_unique(np.minimum(li, ri) * x.shape[0] + np.maximum(li, ri))
     return keys, _stat(tic, cpu, stop - start, raw_pairs=int(li.size))
 
 
@@ -135,7 +135,7 @@ def rerank_task(clf, shared, x, ab, start: int, stop: int):
     tic, cpu = time.time(), time.process_time()
     ls.set_threads(1)
     a, b = ab[0, start:stop], ab[1, start:stop]
-    rows, inv = np.unique(np.concatenate([a, b]), return_inverse=True)
+    rows, inv = sorted_unique(np.concatenate([a, b]), return_inverse=True)
     table, mask, xr = local_table(shared, x, rows)
     scores = score_pairs(clf, table, mask, xr, inv[:a.size], inv[a.size:]) if clf is not None else None
     return (scores, scores_of(x, a, b)), _stat(tic, cpu, stop - start, records=int(rows.size))
@@ -302,7 +302,7 @@ def run_ray(args) -> tuple[dict, dict[str, np.ndarray]]:
                                                for i in range(0, n, args.shard)])
         ph.stop()
         ph.start("pairs")
-        keys = np.unique(np.concatenate(ray.get(key_refs)))
+        keys = sorted_unique(np.concatenate(ray.get(key_refs)))
         del key_refs, index_ref
         a, b = keys // n, keys % n
         del keys
@@ -313,7 +313,7 @@ def run_ray(args) -> tuple[dict, dict[str, np.ndarray]]:
             ph.start("rerank_train")
             train_mask = ls.rerank_train_mask(group, a, b)
             pick, g = reranker_rows(train_mask, args)
-            recs, inv = np.unique(np.concatenate([a[pick], b[pick]]), return_inverse=True)
+            recs, inv = sorted_unique(np.concatenate([a[pick], b[pick]]), return_inverse=True)
             table, mask, xr = local_table(shared, x, recs)
             rlog: list = []
             clf = train_reranker(table, mask, xr, inv[:pick.size], inv[pick.size:],
