@@ -27,7 +27,7 @@ def per_core_cost(rep: dict, phase: str) -> float:
     return p["task_cpu_s_sum"] / p["rows"]
 
 
-def extrapolate(reports: list[dict], records: int, machines: list[int], cores: int) -> str:
+def extrapolate(reports: list[dict], records: int, machines: list[int], cores: int, gbit: float) -> str:
     big = max(reports, key=lambda r: r["records"])
     n = big["records"]
     grow = records / n
@@ -63,7 +63,7 @@ def extrapolate(reports: list[dict], records: int, machines: list[int], cores: i
     d = big["phases"]
     serial = {"dedupe (polars, one process)": d["dedupe"]["seconds"] * grow,
               "index add (faiss, one core)": d["index"]["add_s"] * grow,
-              "pairs (np.unique of the keys)": d["pairs"]["seconds"] * grow * math.log(records) / math.log(n),
+              "pairs (sort of the candidate keys)": d["pairs"]["seconds"] * grow * math.log(records) / math.log(n),
               "train + re-rank train (fixed size)": d["train"]["seconds"] + d.get("rerank_train", {}).get("seconds", 0),
               "evaluate (all scores on the driver)": d["evaluate"]["seconds"] * grow}
     lines += ["", "Driver steps, serial, if they stayed on one process (measured x growth; the sort x log N):", ""]
@@ -71,6 +71,15 @@ def extrapolate(reports: list[dict], records: int, machines: list[int], cores: i
     size = sizes(big, records)
     lines += ["", f"Sizes at {records:,} records (measured bytes per record x growth):", ""]
     lines += [f"- {k}: {v:.1f} GB" for k, v in size.items()]
+    lines.append(f"- the index again, one copy per worker as here ({cores} per machine): "
+                 f"{size['IVF index (codes + ids), one copy'] * cores:.1f} GB per machine")
+    moved = {"block keys to the pair dedupe": size["block output keys before the dedupe (int64)"],
+             "candidate pairs to the re-rank shards": size["candidate pairs (int64 a, b)"],
+             "re-rank join (the other side's field vectors)": size[
+                 "re-rank join: field vectors (float16) of the records the pairs touch"]}
+    lines += ["", f"Shuffles at an assumed {gbit:g} Gbit/s into each machine (not measured here: one machine):", ""]
+    lines += [f"- {k}: {v:.0f} GB, " + ", ".join(f"{v / (m * gbit / 8):.0f} s on {m}" for m in machines)
+              + f"; {v / machines[0]:.0f} GB per machine on {machines[0]}" for k, v in moved.items()]
     return "\n".join(lines)
 
 
@@ -98,8 +107,10 @@ def main() -> None:
     p.add_argument("--records", type=int, default=100_000_000)
     p.add_argument("--machines", type=int, nargs="+", default=[10, 50])
     p.add_argument("--cores", type=int, default=16)
+    p.add_argument("--gbit", type=float, default=10.0, help="network into each machine (an assumption)")
     args = p.parse_args()
-    print(extrapolate([json.loads(r.read_text()) for r in args.reports], args.records, args.machines, args.cores))
+    print(extrapolate([json.loads(r.read_text()) for r in args.reports], args.records, args.machines, args.cores,
+                      args.gbit))
 
 
 if __name__ == "__main__":
