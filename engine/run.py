@@ -126,11 +126,16 @@ def run_pipeline(
         return _run(cfg, metrics_out, resume, track)
     import torch.distributed as dist
 
+    from .train.launch import leave_together
+
     init_from_env(resolve_device(cfg.train.device).type)
     try:
-        return _run(cfg, metrics_out, resume, track)
-    finally:
+        outcome = _run(cfg, metrics_out, resume, track)
+    except BaseException:
         dist.destroy_process_group()
+        raise
+    leave_together()
+    return outcome
 
 
 def _check_devices(device, nproc: int) -> None:

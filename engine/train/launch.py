@@ -118,6 +118,7 @@ def _worker(rank: int, world: int, port: int, device_type: str, plugins, target:
         # pickled here, by value: through the queue a tensor would travel as a shared-memory handle, dead once the
         # worker exits
         results.put((rank, "ok", pickle.dumps(target(*args))))
+        leave_together()
     except EngineError as err:
         results.put((rank, "error", (str(err), err.exit_code)))
         code = err.exit_code
@@ -132,6 +133,16 @@ def _worker(rank: int, world: int, port: int, device_type: str, plugins, target:
         if dist.is_initialized():
             dist.destroy_process_group()
     sys.exit(code)
+
+
+def leave_together() -> None:
+    """Wait for every rank before tearing the group down: a gloo group torn down while a peer still works can abort
+    the process at exit ("terminate called without an active exception")."""
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 def launch(nproc: int, device_type: str, target: Callable, args: tuple = ()) -> Any:
@@ -167,7 +178,9 @@ def launch(nproc: int, device_type: str, target: Callable, args: tuple = ()) -> 
             for sentinel in multiprocessing.connection.wait(list(alive), timeout=1.0):
                 r = alive.pop(sentinel)
                 procs[r].join()
-                if procs[r].exitcode != 0 and exited is None:
+                drain()
+                # a rank that delivered its result and crashed in teardown has done its work
+                if procs[r].exitcode != 0 and exited is None and outcomes.get(r, ("",))[0] != "ok":
                     exited = r
             drain()
     except BaseException:  # Ctrl-C, SIGTERM (a KeyboardInterrupt here), or the caller's own timeout
