@@ -159,10 +159,14 @@ def _new_items_options(f):
 @click.option("--gpus-per-worker", type=click.FloatRange(min=0), default=0.0,
               help="With --backend ray: GPUs each worker asks Ray for (onnxruntime-gpu on the cluster: one CUDA "
                    "session per worker; fractions share a GPU).")
+@click.option("--shared-output", is_flag=True,
+              help="With --backend ray --ray-address: OUTPUT is the same directory on every node (a shared file "
+                   "system), so workers write their parts themselves instead of sending them to this process "
+                   "(always so on a local cluster).")
 @_new_items_options
 @user_errors
 def score(model, input_path, output, top_k, chunk_size, include_seen, index, nprobe, id_column, matches_only, threads,
-          tracking_uri, backend, ray_address, workers, gpus_per_worker, new_items, new_items_id):
+          tracking_uri, backend, ray_address, workers, gpus_per_worker, shared_output, new_items, new_items_id):
     """Score every user of INPUT with an exported model: top-k items into parquet parts. With a linkage model,
     match every record of INPUT against the export's right table: top-k candidates and their scores.
 
@@ -176,7 +180,8 @@ def score(model, input_path, output, top_k, chunk_size, include_seen, index, npr
                             tracking_uri=tracking_uri, threads=threads, index=index, nprobe=nprobe,
                             id_column=id_column, matches_only=matches_only, new_items=new_items,
                             new_items_id=new_items_id, echo=lambda m: click.echo(m, err=True), backend=backend,
-                            ray_address=ray_address, workers=workers, gpus_per_worker=gpus_per_worker)
+                            ray_address=ray_address, workers=workers, gpus_per_worker=gpus_per_worker,
+                            shared_output=shared_output)
     except KeyboardInterrupt:
         click.echo("Interrupted. Finished parts are kept: rerun the same command to finish the job.", err=True)
         sys.exit(130)

@@ -98,15 +98,15 @@ def score_file(model: str, input_path: str, output: str, top_k: int | None, chun
                progress: bool = True, index: str = "exact", nprobe: int | None = None, id_column: str = "id",
                matches_only: bool = False, new_items: str | None = None, new_items_id: str | None = None,
                echo=print, backend: str = "local", ray_address: str | None = None, workers: int | None = None,
-               gpus_per_worker: float = 0.0) -> dict[str, Any]:
+               gpus_per_worker: float = 0.0, shared_output: bool = False) -> dict[str, Any]:
     """Body of ``engine score``: a resumable batch scoring job (see :mod:`engine_serving.job`). ``top_k`` None:
     20 for recommendations, the export's ``blocking_k`` for linkage. ``new_items``: a feature table of items to
     add to the catalogue (see :mod:`engine_serving.new_items`). ``backend="ray"``: the chunks are scored by Ray
     workers (:mod:`engine_serving.ray_runner`), on the cluster at ``ray_address`` or a local one."""
     from .errors import ConfigError
 
-    if backend != "ray" and (ray_address or workers or gpus_per_worker):
-        raise ConfigError("--ray-address, --workers and --gpus-per-worker go with --backend ray")
+    if backend != "ray" and (ray_address or workers or gpus_per_worker or shared_output):
+        raise ConfigError("--ray-address, --workers, --gpus-per-worker and --shared-output go with --backend ray")
     if backend == "ray":
         from engine_serving.ray_cluster import import_ray
 
@@ -125,7 +125,7 @@ def score_file(model: str, input_path: str, output: str, top_k: int | None, chun
                          str(Path(new_items).resolve()) if new_items else None, new_items_id,
                          tuple(sorted(faiss_options.items())) if index == "faiss" else None)
         runner = RayRunner(loaded, spec, address=ray_address, workers=workers, threads=threads,
-                           gpus=gpus_per_worker)
+                           gpus=gpus_per_worker, worker_writes=True if shared_output else None)
     where = "" if runner is None else f", on Ray ({ray_address or 'local cluster'})"
     echo(f"engine score: {loaded.family} model {loaded.directory}, onnxruntime provider {loaded.provider}, "
          f"top-k by {loaded.index_kind}{where}")

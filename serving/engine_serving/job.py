@@ -239,7 +239,8 @@ class LocalRunner:
 
     A runner has :meth:`start` (called after the input is validated and before anything is written: a runner that
     cannot start raises an EngineError and the job leaves nothing behind), :meth:`parts` (yields ``(chunk index,
-    input rows, part)`` for each pending chunk, in any order) and :meth:`close`. See
+    input rows, part)`` for each pending chunk, in any order; ``part`` None when the runner wrote it into
+    ``output`` itself, with :func:`write_part`) and :meth:`close`. See
     :class:`engine_serving.ray_runner.RayRunner` for the distributed one."""
 
     name = "local"
@@ -251,8 +252,8 @@ class LocalRunner:
     def start(self) -> None:
         pass
 
-    def parts(self, lf: pl.LazyFrame, pending: list[int], chunk_size: int,
-              options: ChunkOptions) -> Iterator[tuple[int, int, pl.DataFrame]]:
+    def parts(self, lf: pl.LazyFrame, pending: list[int], chunk_size: int, options: ChunkOptions,
+              output: Path) -> Iterator[tuple[int, int, pl.DataFrame | None]]:
         for i in pending:
             rows = lf.slice(i * chunk_size, chunk_size).collect()
             yield i, rows.height, options.score(self.model, i, rows)
@@ -313,9 +314,16 @@ def run_job(model: ExportedModel, input_path: str | Path, output: str | Path, to
             skipped_rows = sum(min(chunk_size, num_rows - i * chunk_size) for i in done)
             with tqdm(total=num_rows, initial=skipped_rows, unit="rows", unit_scale=True,
                       disable=None if progress else True, desc="scoring", dynamic_ncols=True) as bar:
-                for i, height, part in runner.parts(lf, pending, chunk_size, options):
-                    write_part(output, i, part)
+                for i, height, part in runner.parts(lf, pending, chunk_size, options, output):
+                    if part is not None:
+                        write_part(output, i, part)
                     bar.update(height)
+            for stale in output.glob(".part-*.tmp"):  # a write of a worker killed mid-part (its chunk was redone)
+                stale.unlink(missing_ok=True)
+            missing = [i for i in range(num_parts) if not part_path(output, i).is_file()]
+            if missing:
+                raise JobError(f"{output}: {len(missing)} part(s) missing after the job (e.g. part {missing[0]}); "
+                               "run the same command again to score them")
             output_rows = sum(pl.scan_parquet(part_path(output, i)).select(pl.len()).collect().item()
                               for i in range(num_parts))
             seconds = time.perf_counter() - tic

@@ -36,7 +36,7 @@ import polars as pl
 from engine.errors import EngineError
 
 from .errors import JobError
-from .job import ChunkOptions
+from .job import ChunkOptions, write_part
 from .ray_cluster import RayCluster
 
 __all__ = ["ModelSpec", "RayRunner", "score_remote"]
@@ -119,14 +119,18 @@ def _worker_model(spec: ModelSpec, bundle: list, digest: str):
 
 
 def score_remote(spec: ModelSpec, bundle: list, digest: str, chunk_index: int, rows: pl.DataFrame,
-                 options: ChunkOptions) -> tuple[pl.DataFrame, dict[str, Any]]:
+                 options: ChunkOptions, output: str | None = None) -> tuple[pl.DataFrame | None, dict[str, Any]]:
     """The body of one Ray task: the part of chunk ``chunk_index`` and what it cost this worker. ``bundle`` is
     ``[ObjectRef]`` of :meth:`ModelSpec.bundle` (a list, so Ray does not fetch it unless this node needs it) or
-    ``[]`` on a local cluster."""
+    ``[]`` on a local cluster. With ``output`` (a directory this worker sees), the worker writes the part there
+    itself, atomically, and returns None in its place."""
     tic = time.perf_counter()
     model = _worker_model(spec, bundle, digest)
     loaded = time.perf_counter()
     part = options.score(model, chunk_index, rows)
+    if output is not None:
+        write_part(output, chunk_index, part)
+        part = None
     done = time.perf_counter()
     return part, {"pid": os.getpid(), "host": socket.gethostname(), "rows": rows.height,
                   "load_s": loaded - tic, "score_s": done - loaded, "provider": model.provider,
@@ -161,6 +165,9 @@ class RayRunner:
         threads: CPUs (and onnxruntime threads) per task; default 1.
         gpus: GPUs per task (``--gpus-per-worker``; 0: CPU sessions).
         max_retries: times Ray runs a chunk again after its worker died.
+        worker_writes: the workers write the parts into the output directory themselves (it must be the same
+            directory on every node: always so on a local cluster, the default there); otherwise each part comes
+            back to the driver, which writes it. Atomic either way, so a retried chunk rewrites the same file.
     """
 
     model: Any
@@ -170,6 +177,7 @@ class RayRunner:
     threads: int | None = None
     gpus: float = 0.0
     max_retries: int = 3
+    worker_writes: bool | None = None
     name: str = "ray"
     provider: str = ""
     workers_seen: dict[int, WorkerStats] = field(default_factory=dict)
@@ -184,9 +192,11 @@ class RayRunner:
         self._ray = self.cluster.start()
         if self.workers is None:
             self.workers = max(1, self.cluster.cpus() // threads)
+        if self.worker_writes is None:
+            self.worker_writes = self.address is None
 
-    def parts(self, lf: pl.LazyFrame, pending: list[int], chunk_size: int,
-              options: ChunkOptions) -> Iterator[tuple[int, int, pl.DataFrame]]:
+    def parts(self, lf: pl.LazyFrame, pending: list[int], chunk_size: int, options: ChunkOptions,
+              output: Path) -> Iterator[tuple[int, int, pl.DataFrame | None]]:
         ray = self._ray
         threads = self.threads or 1
         remote = ray.remote(num_cpus=threads, num_gpus=self.gpus or 0, max_retries=self.max_retries)(score_remote)
@@ -201,7 +211,8 @@ class RayRunner:
             if i is None:
                 return False
             rows = lf.slice(i * chunk_size, chunk_size).collect()
-            in_flight[remote.remote(self.spec, bundle, digest, i, rows, options)] = i
+            target = str(Path(output).resolve()) if self.worker_writes else None
+            in_flight[remote.remote(self.spec, bundle, digest, i, rows, options, target)] = i
             return True
 
         try:
@@ -243,7 +254,8 @@ class RayRunner:
 
     def report(self) -> dict[str, Any]:
         return {"backend": "ray", "ray_address": self.address or "local", "workers": self.workers,
-                "threads_per_worker": self.threads or 1,
+                "threads_per_worker": self.threads or 1, "parts_written_by": "workers" if self.worker_writes
+                else "driver",
                 "ray_startup_s": round(self.cluster.startup_s, 3) if self.cluster else None,
                 "worker_processes": {str(pid): s.as_dict() for pid, s in sorted(self.workers_seen.items())}}
 

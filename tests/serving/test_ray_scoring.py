@@ -72,7 +72,7 @@ def test_ray_parts_equal_the_single_process_parts(graph_model, seq_model, linkag
         assert result.exit_code == 0, (result.output, result.exception)
         report = json.loads(result.output[result.output.index("{"):])
         assert report["backend"] == "ray" and report["ray_address"] == "local" and report["workers"] == 2
-        assert report["parts_written"] == report["parts"] > 1
+        assert report["parts_written"] == report["parts"] > 1 and report["parts_written_by"] == "workers"
         processes = report["worker_processes"]
         assert sum(p["chunks"] for p in processes.values()) == report["parts"]
         assert all(p["peak_rss_mb"] > 0 for p in processes.values())
@@ -172,10 +172,11 @@ def test_worker_sigkill_and_driver_restart_give_every_row_once(graph_model, tmp_
     expected = read_parts(clean)
 
     with ray_head(tmp_path) as (address, env, head_pid):
-        # 1. a worker killed with SIGKILL while it runs a chunk: Ray runs the chunk again elsewhere
+        # 1. a worker killed with SIGKILL while it runs a chunk: Ray runs the chunk again elsewhere (the workers
+        # write the parts: --shared-output)
         out = tmp_path / "worker-killed"
         driver = subprocess.Popen(_score_cmd(graph_model.export, tmp_path / "in.parquet", out, address, "--top-k",
-                                             5, "--chunk-size", 1500, "--workers", 2), env=env,
+                                             5, "--chunk-size", 1500, "--workers", 2, "--shared-output"), env=env,
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         victim, deadline = None, time.monotonic() + 90
         while victim is None and driver.poll() is None and time.monotonic() < deadline:
@@ -186,7 +187,9 @@ def test_worker_sigkill_and_driver_restart_give_every_row_once(graph_model, tmp_
         stdout, stderr = driver.communicate(timeout=180)
         assert driver.returncode == 0, stderr
         report = json.loads(stdout)
+        assert report["parts_written_by"] == "workers"
         assert str(victim) not in report["worker_processes"]  # its chunk was scored by another worker
+        assert not list(out.glob(".part-*.tmp"))
         assert report["parts_written"] == report["parts"] == 40
         got = read_parts(out)
         assert got.filter(pl.col("rank") == 1)["user"].to_list() == users.tolist()  # every row, once
@@ -208,6 +211,7 @@ def test_worker_sigkill_and_driver_restart_give_every_row_once(graph_model, tmp_
         again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
         assert again.returncode == 0, again.stderr
         report = json.loads(again.stdout)
+        assert report["parts_written_by"] == "driver"  # a cluster joined by address: parts come back by default
         assert report["parts_skipped"] >= before and report["parts_written"] + report["parts_skipped"] == 40
         assert not list(out.glob(".part-*.tmp"))
         assert read_parts(out).equals(expected)
@@ -225,6 +229,7 @@ def test_bad_ray_input_is_one_line_exit_2_and_writes_nothing(graph_model, tmp_pa
     assert time.monotonic() - tic < 15  # not Ray's minute of retries
     assert_user_error(invoke(*base, "--backend", "ray", "--ray-address", "nowhere"), "HOST:PORT")
     assert_user_error(invoke(*base, "--workers", 2), "--backend ray")
+    assert_user_error(invoke(*base, "--shared-output"), "--backend ray")
     assert_user_error(invoke(*base, "--ray-address", f"127.0.0.1:{port}"), "--backend ray")
     monkeypatch.setitem(sys.modules, "ray", None)  # as if the extra were not installed
     assert_user_error(invoke(*base, "--backend", "ray"), "needs Ray", "engine[ray]")
