@@ -1,6 +1,6 @@
 """The linkage scale benchmark on Ray (``benchmarks/linkage_scale_ray.py``) gives the single process's numbers: the
 same record vectors, candidate pairs, scores and metrics, on 20,000 records in shards of 8,192 records (3 embed and
-block tasks), 4,096 distinct values (17 featurise tasks) and 65,536 pairs (3 re-rank tasks), on a local 2-CPU
+block tasks), 4,096 distinct values (16 featurise tasks) and 65,536 pairs (3 re-rank tasks), on a local 2-CPU
 cluster bound to 127.0.0.1 that the run stops."""
 
 from __future__ import annotations
