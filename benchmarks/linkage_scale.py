@@ -30,7 +30,8 @@ Phases (each timed in wall and CPU seconds, with the process's resident memory a
    re-ranker, the cosine-only figures beside.
 
 One thread by default (``--threads``: torch, faiss, polars). The JSON report goes to ``--out`` (default
-``out/linkage/scale_<N>.json``).
+``out/linkage/scale_<N>.json``). ``benchmarks/linkage_scale_ray.py`` runs the same steps as Ray tasks over shards (the
+same numbers); :func:`run` is the whole benchmark in one process.
 
     .venv/bin/python benchmarks/linkage_scale.py --records 100000 --compare-exact
     .venv/bin/python benchmarks/linkage_scale.py --records 1000000
