@@ -168,6 +168,8 @@ def launch(nproc: int, device_type: str, target: Callable, args: tuple = ()) -> 
     def drain() -> None:
         while not results.empty():
             rank, kind, payload = results.get()
+            if outcomes.get(rank, ("",))[0] == "ok":
+                continue  # a failure after the result (in the final barrier): the rank's work is done
             outcomes[rank] = (kind, payload)
             if kind != "ok":
                 failures.append(rank)
