@@ -52,11 +52,14 @@ def check_reachable(address: str, timeout: float = 3.0) -> None:
 
 
 class RayCluster:
-    """A Ray connection for one job. ``num_cpus`` sizes a local cluster (default: every core)."""
+    """A Ray connection for one job. ``num_cpus`` sizes a local cluster (default: every core); ``runtime_env`` is
+    Ray's, for the job's workers (e.g. ``{"py_modules": [...]}`` to ship code that the nodes do not have)."""
 
-    def __init__(self, address: str | None = None, num_cpus: int | None = None) -> None:
+    def __init__(self, address: str | None = None, num_cpus: int | None = None,
+                 runtime_env: dict[str, Any] | None = None) -> None:
         self.address = address
         self.num_cpus = num_cpus
+        self.runtime_env = runtime_env
         self.ray: Any = None
         self.startup_s = 0.0
         self._env: dict[str, str | None] = {}
@@ -90,9 +93,11 @@ class RayCluster:
 
                 constants.ENABLE_RAY_CLUSTER = False  # when ray was imported before the variable was set
                 ray.init(address="local", num_cpus=self.num_cpus or os.cpu_count() or 1, include_dashboard=False,
-                         log_to_driver=False, _node_ip_address="127.0.0.1", configure_logging=False)
+                         log_to_driver=False, _node_ip_address="127.0.0.1", configure_logging=False,
+                         runtime_env=self.runtime_env)
             else:
-                ray.init(address=self.address, log_to_driver=False, configure_logging=False)
+                ray.init(address=self.address, log_to_driver=False, configure_logging=False,
+                         runtime_env=self.runtime_env)
         except (ConnectionError, RuntimeError, ValueError) as exc:
             raise JobError(f"--ray-address {self.address or '(local)'}: cannot start or join the Ray cluster "
                            f"({str(exc).splitlines()[0]}); a cluster with token authentication needs RAY_AUTH_MODE"
