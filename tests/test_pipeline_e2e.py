@@ -364,16 +364,9 @@ def test_sigterm_marks_the_run_killed(tmp_path):
 
     from mlflow.tracking import MlflowClient
 
-    ck = tmp_path / "ck"
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
-    pipeline = tmp_path / "p.yaml"
-    pipeline.write_text(
-        "name: term\ntask: graph_cf\nseed: 1\n"
-        f"data: {{source: synthetic_cf, path: {tmp_path / 'data'}, num_users: 400, num_items: 300, per_user: 20}}\n"
-        "model: {encoder: {name: lightgcn, embedding_dim: 16, num_layers: 2}, loss: bpr}\n"
-        f"train: {{epochs: 400, batch_size: 64, lr: 0.01, patience: null, checkpoint_dir: {ck}}}\n"
-        f"tracking: {{uri: '{uri}'}}\n"
-    )
+    from long_run import write_long_pipeline
+
+    pipeline, uri, ck = write_long_pipeline(tmp_path)
     env = {k: v for k, v in os.environ.items() if k != "ENGINE_LOAD_PLUGINS"}
     engine = str(pathlib.Path(sys.executable).parent / "engine")
     proc = subprocess.Popen([engine, "run", str(pipeline)], cwd=tmp_path, env=env,
