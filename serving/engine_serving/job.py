@@ -191,6 +191,12 @@ def _locked(output: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def _remove_stale_parts(output: Path) -> None:
+    """Delete the temporary files of part writes that never finished (under the job's lock: no writer is active)."""
+    for stale in output.glob(".part-*.tmp"):
+        stale.unlink(missing_ok=True)
+
+
 #: what makes two jobs the same (the manifest's keys compared on a restart)
 JOB_KEYS = ("input", "input_bytes", "input_mtime_ns", "model_sha256", "top_k", "chunk_size", "exclude_seen",
             "num_rows", "index", "id_column", "matches_only")
@@ -304,13 +310,13 @@ def run_job(model: ExportedModel, input_path: str | Path, output: str | Path, to
         output.mkdir(parents=True, exist_ok=True)
         tic = time.perf_counter()
         with _locked(output):
-            for stale in output.glob(".part-*.tmp"):  # a write cut short by a kill
-                stale.unlink(missing_ok=True)
+            _remove_stale_parts(output)  # writes cut short by a kill
             if not (output / MANIFEST).is_file():
                 write_json_atomic(output / MANIFEST, {**want, "status": "running"})
             num_parts = want["num_parts"]
-            done = [i for i in range(num_parts) if part_path(output, i).is_file()]
-            pending = [i for i in range(num_parts) if not part_path(output, i).is_file()]
+            on_disk = [part_path(output, i).is_file() for i in range(num_parts)]
+            done = [i for i in range(num_parts) if on_disk[i]]
+            pending = [i for i in range(num_parts) if not on_disk[i]]
             skipped_rows = sum(min(chunk_size, num_rows - i * chunk_size) for i in done)
             with tqdm(total=num_rows, initial=skipped_rows, unit="rows", unit_scale=True,
                       disable=None if progress else True, desc="scoring", dynamic_ncols=True) as bar:
@@ -318,8 +324,7 @@ def run_job(model: ExportedModel, input_path: str | Path, output: str | Path, to
                     if part is not None:
                         write_part(output, i, part)
                     bar.update(height)
-            for stale in output.glob(".part-*.tmp"):  # a write of a worker killed mid-part (its chunk was redone)
-                stale.unlink(missing_ok=True)
+            _remove_stale_parts(output)  # a write of a worker killed mid-part (its chunk was redone)
             missing = [i for i in range(num_parts) if not part_path(output, i).is_file()]
             if missing:
                 raise JobError(f"{output}: {len(missing)} part(s) missing after the job (e.g. part {missing[0]}); "

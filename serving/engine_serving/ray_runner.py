@@ -1,12 +1,14 @@
 """Batch scoring on Ray (``engine score --backend ray``): the job's chunks scored by Ray tasks.
 
 The unit of work stays the chunk of :mod:`engine_serving.job`. The driver (the ``engine score`` process) validates
-the input, reads each pending chunk's rows, submits one Ray task per chunk, and writes each part atomically as its
-result comes back; it keeps a bounded number of chunks in flight, so its memory is bounded by them. A task loads the
-model once per worker process (one onnxruntime session per worker, cached in the process) and returns the part.
-Only the driver writes, so the exactly-once argument of the single-process job holds unchanged:
+the input, reads each pending chunk's rows and submits one Ray task per chunk, keeping a bounded number of chunks in
+flight, so its memory is bounded by them. A task loads the model once per worker process (one onnxruntime session
+per worker, cached in the process), scores its chunk and either writes the part itself (a local cluster, or
+``--shared-output``) or returns it to the driver, which writes it; every part is written atomically, whoever writes
+it, so the exactly-once argument of the single-process job holds unchanged:
 
-* a worker killed mid-chunk loses nothing written: Ray runs the task again on another worker (``max_retries``);
+* a worker killed mid-chunk leaves no part (at most a temporary file, removed at the end of the job): Ray runs the
+  task again on another worker (``max_retries``), which writes the same part;
 * a driver killed mid-job loses only the parts in flight: the same command started again skips the parts on disk.
 
 Why tasks over chunk ids rather than Ray Data's ``map_batches``: the chunk is already the unit of the atomic part
@@ -40,6 +42,7 @@ from .job import ChunkOptions, write_part
 from .ray_cluster import RayCluster
 
 __all__ = ["ModelSpec", "RayRunner", "score_remote"]
+
 
 @dataclass(frozen=True)
 class ModelSpec:
@@ -182,14 +185,13 @@ class RayRunner:
     provider: str = ""
     workers_seen: dict[int, WorkerStats] = field(default_factory=dict)
     cluster: RayCluster | None = None
-    _ray: Any = None
 
     def start(self) -> None:
         self.provider = self.model.provider
         threads = self.threads or 1
         local_cpus = (self.workers or os.cpu_count() or 1) * threads
         self.cluster = RayCluster(self.address, local_cpus if self.address is None else None)
-        self._ray = self.cluster.start()
+        self.cluster.start()
         if self.workers is None:
             self.workers = max(1, self.cluster.cpus() // threads)
         if self.worker_writes is None:
@@ -197,12 +199,13 @@ class RayRunner:
 
     def parts(self, lf: pl.LazyFrame, pending: list[int], chunk_size: int, options: ChunkOptions,
               output: Path) -> Iterator[tuple[int, int, pl.DataFrame | None]]:
-        ray = self._ray
+        ray = self.cluster.ray
         threads = self.threads or 1
         remote = ray.remote(num_cpus=threads, num_gpus=self.gpus or 0, max_retries=self.max_retries)(score_remote)
         digest = hashlib.sha256((Path(self.spec.directory) / "export.json").read_bytes()).hexdigest()
         bundle = [] if self.address is None else [ray.put(self.spec.bundle())]
         window = self.workers * (2 if self.address is None else 1)  # a local cluster queues the extra ones
+        target = str(Path(output).resolve()) if self.worker_writes else None  # None: the part comes back
         queue = iter(pending)
         in_flight: dict[Any, int] = {}
 
@@ -211,7 +214,6 @@ class RayRunner:
             if i is None:
                 return False
             rows = lf.slice(i * chunk_size, chunk_size).collect()
-            target = str(Path(output).resolve()) if self.worker_writes else None
             in_flight[remote.remote(self.spec, bundle, digest, i, rows, options, target)] = i
             return True
 
@@ -230,7 +232,7 @@ class RayRunner:
                 ray.cancel(ref, force=True)
 
     def _result(self, ref, chunk_index: int):
-        ray = self._ray
+        ray = self.cluster.ray
         try:
             return ray.get(ref)
         except ray.exceptions.RayTaskError as exc:
