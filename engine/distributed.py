@@ -22,13 +22,13 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import Any, Iterable, Iterator, NamedTuple
+from typing import Any, Callable, Iterable, Iterator, NamedTuple
 
 import numpy as np
 import torch
 
 __all__ = ["Shard", "ShardedBatch", "active", "average_gradients", "broadcast_object", "gather_rows",
-           "is_distributed", "process_shard", "reduce_epoch_sums", "rows_of", "sharding", "slice_rows"]
+           "is_distributed", "local_view", "process_shard", "reduce_epoch_sums", "rows_of", "sharding", "slice_rows"]
 
 
 def is_distributed() -> bool:
@@ -81,6 +81,19 @@ class ShardedBatch(NamedTuple):
     shard: Shard
     totals: dict[str, int]
     weight: float | None = None
+
+
+def local_view(batch: Any, total: str) -> tuple[Any, Callable[[Any, int], Any], dict[str, int] | None]:
+    """What a task's ``training_step`` works on: ``(rows, share, totals)``.
+
+    For a :class:`ShardedBatch` (a data-parallel run): its local rows, ``share(mean, n_local)`` turning a mean over
+    ``n_local`` of them into this rank's share of the mean over the global batch's ``totals[total]``
+    (:meth:`Shard.share`), and its totals. For a plain batch (one process): the batch itself, the identity and
+    None."""
+    if not isinstance(batch, ShardedBatch):
+        return batch, (lambda x, n_local: x), None
+    shard, n_global = batch.shard, batch.totals[total]
+    return batch.batch, (lambda x, n_local: shard.share(x, n_local, n_global)), batch.totals
 
 
 def rows_of(batch: Any) -> int:

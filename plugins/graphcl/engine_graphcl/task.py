@@ -23,7 +23,7 @@ from pydantic import Field
 from engine.components import ComponentConfig, ObjectiveOutput, require_pair_objective
 from engine.config import AugmenterSpec, EncoderSpec, ObjectiveSpec
 from engine.content import ContentConfig, load_item_content
-from engine.distributed import ShardedBatch
+from engine.distributed import ShardedBatch, local_view
 from engine.errors import ConfigError, DataError
 from engine.evaluate import ItemSets, full_ranking
 from engine.evaluate.cold import cold_warm_ranking
@@ -208,11 +208,9 @@ class GraphCFTask(Task):
         m = self.model_cfg
         device = next(model.parameters()).device
         uu = ii = None
-        share = lambda x: x  # noqa: E731 - a single process: the loss is the batch's
-        if isinstance(batch, ShardedBatch):  # this rank's share of each mean over the global batch's rows
-            shard, rows = batch.shard, batch.totals["rows"]
-            u, i, j, uu, ii = (t.to(device) for t in batch.batch)
-            share = lambda x: shard.share(x, u.numel(), rows)  # noqa: E731
+        batch, share, totals = local_view(batch, "rows")  # share: of each mean over the global batch's rows
+        if totals is not None:  # this rank's rows, and its anchors of the contrast
+            u, i, j, uu, ii = (t.to(device) for t in batch)
         else:
             u, i, j = (t.to(device) for t in batch)
         noise = self.augmenter if getattr(self.augmenter, "view_kind", None) == "embedding" else None
@@ -220,13 +218,13 @@ class GraphCFTask(Task):
         content = None if content_parts is None else content_parts.total
         enc = self._encode(model, perturb=noise if m.perturb_main else None, content=content)
         rec = model.loss(enc.users[u], enc.items[i], enc.items[j])
-        parts = {f"rec/{k}": share(v) for k, v in rec.parts.items()}
-        total = m.loss.weight * share(rec.loss)
+        parts = {f"rec/{k}": share(v, u.numel()) for k, v in rec.parts.items()}
+        total = m.loss.weight * share(rec.loss, u.numel())
         if m.reg_weight > 0:
             ego = enc.layers[0]
             n_u = self.data.num_users
             reg = (ego[u].pow(2).sum() + ego[n_u + i].pow(2).sum() + ego[n_u + j].pow(2).sum()) / (2 * u.numel())
-            parts["reg"] = share(m.reg_weight * reg)
+            parts["reg"] = share(m.reg_weight * reg, u.numel())
             total = total + parts["reg"]
         for name, value in enc.extra_losses.items():  # weight penalties: the same on every rank, not shared out
             parts[name] = value

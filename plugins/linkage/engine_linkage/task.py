@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from engine.components import ObjectiveOutput, require_pair_objective
-from engine.distributed import ShardedBatch
+from engine.distributed import ShardedBatch, local_view
 from engine.errors import ConfigError
 from engine.fields import build_field_encoders, featurize_fields
 from engine.task import Task
@@ -228,13 +228,8 @@ class LinkageTask(CrossEncoderHooks, LinkageOutputs, Task):
 
     def training_step(self, model, batch) -> ObjectiveOutput:
         device = next(model.parameters()).device
-        share = lambda x, n_local: x  # noqa: E731 - a single process: the loss is the batch's
-        if isinstance(batch, ShardedBatch):
-            shard, totals = batch.shard, batch.totals
-            share = lambda x, n_local: shard.share(x, n_local, totals["pairs"])  # noqa: E731
-            n, batch = totals["rows"], batch.batch
-        else:
-            n = batch[0].shape[0]
+        batch, share, totals = local_view(batch, "pairs")  # share: of the mean over the global classifier pairs
+        n = batch[0].shape[0] if totals is None else totals["rows"]  # matched pairs of the global batch
         pl_, pr_, clf = batch
         m = self.model_cfg
         parts: dict[str, torch.Tensor] = {}

@@ -32,7 +32,7 @@ from pydantic import Field, model_validator
 from engine.components import ComponentConfig, ObjectiveOutput, require_pair_objective
 from engine.config import AugmenterSpec, EncoderSpec, ObjectiveSpec
 from engine.content import ContentConfig
-from engine.distributed import ShardedBatch, slice_rows
+from engine.distributed import ShardedBatch, local_view, slice_rows
 from engine.errors import ConfigError, DataError
 from engine.evaluate import ItemSets, full_ranking
 from engine.evaluate.cold import cold_warm_ranking
@@ -270,11 +270,7 @@ class SeqRecTask(Task):
     def training_step(self, model, batch: SeqBatch) -> ObjectiveOutput:
         m = self.model_cfg
         device = next(model.parameters()).device
-        share = lambda x, n_local: x  # noqa: E731 - a single process: the loss is the batch's
-        if isinstance(batch, ShardedBatch):  # this rank's share of the mean over the global batch's positions
-            shard, positions = batch.shard, batch.totals["positions"]
-            share = lambda x, n_local: shard.share(x, n_local, positions)  # noqa: E731
-            batch = batch.batch
+        batch, share, _ = local_view(batch, "positions")  # share: of the mean over the global batch's positions
         batch = batch.to(device)
         inputs, targets, neg = batch.inputs, batch.targets, batch.negatives
         tower = self._tower(model)
