@@ -99,8 +99,9 @@ def _free_port() -> int:
 
 
 def _ray_env(token: str) -> dict[str, str]:
-    return {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0",
-            "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token,
+    from engine_serving.ray_cluster import LOCAL_ENV
+
+    return {**os.environ, **LOCAL_ENV, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token,
             "PYTHONPATH": os.pathsep.join([SERVING, os.environ.get("PYTHONPATH", "")])}
 
 
