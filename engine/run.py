@@ -235,10 +235,11 @@ def _run(cfg: PipelineConfig, metrics_out, resume: bool, track: bool) -> RunOutc
 def _log_setup(cfg: PipelineConfig, task, tracker: Tracker, device, world: int = 1) -> None:
     tracker.set_tags({"engine.task": cfg.task, "engine.pipeline": cfg.name, "engine.device": str(device),
                       "engine.world_size": str(world)})
-    tracker.log_params({"config": cfg.raw})
+    resolved = task.resolved_config()
+    tracker.log_params({"config": resolved})
     tracker.log_params({"data": task.data_summary()})
     tracker.log_params({"versions": package_versions(), "seed": cfg.seed})
-    tracker.log_text(yaml.safe_dump(cfg.raw, sort_keys=False), "pipeline.yaml")
+    tracker.log_text(yaml.safe_dump(resolved, sort_keys=False), "pipeline.yaml")
 
 
 def _log_curves(history: list[dict[str, float]], tracker: Tracker) -> None:

@@ -48,6 +48,12 @@ class Task(Component):
         """Counts and checksums to log as params (``data.*``)."""
         return {}
 
+    def resolved_config(self) -> dict[str, Any]:
+        """The pipeline as it ran, once :meth:`load_data` has filled in what the user left to the task (an inferred
+        schema, say): logged as the run's ``config`` params and ``pipeline.yaml``, so the run can be repeated with
+        that file. By default the validated pipeline itself (``config.raw``)."""
+        return self.config.raw
+
     # -- model ----------------------------------------------------------------------------------------------------
     def build_model(self) -> "torch.nn.Module":
         raise NotImplementedError
