@@ -77,6 +77,10 @@ def run(pipeline, overrides, metrics_out, resume, no_track, nproc):
     click.echo(f"test: {shown}")
     click.echo(f"best epoch {outcome.best_epoch} of {outcome.epochs_run}; train {outcome.train_seconds:.1f}s; "
                f"run_id {outcome.run_id}")
+    from .publish import what_next
+
+    for line in what_next(cfg.name, outcome.run_id, outcome.export, cfg.tracking.uri):
+        click.echo(line)
 
 
 @cli.command()

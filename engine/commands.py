@@ -48,8 +48,6 @@ def log_export(cfg, checkpoint: Path, output: str) -> str | None:
     """Log the export directory ``output`` to the MLflow run that trained ``checkpoint`` (artifact path ``onnx``), so
     ``engine score --model RUN_ID`` finds it. Returns ``runs:/<run_id>/onnx``, or None when the pipeline is not
     tracked or the checkpoint names no run (trained with ``--no-track``). A failure to log warns: the export stands."""
-    import sys
-
     if not cfg.tracking.enabled:
         return None
     run_id = None
@@ -65,21 +63,13 @@ def log_export(cfg, checkpoint: Path, output: str) -> str | None:
             break
     if not run_id:
         return None
-    try:
-        import os
+    import os
 
-        os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-        from mlflow.tracking import MlflowClient
+    from .publish import log_export_dir
+    from .tracking import default_tracking_uri
 
-        from .tracking import default_tracking_uri
-
-        uri = cfg.tracking.uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri()
-        MlflowClient(tracking_uri=uri).log_artifacts(run_id, str(output), "onnx")
-    except Exception as exc:  # noqa: BLE001
-        print(f"engine: warning: could not log the export to MLflow run {run_id} ({str(exc).splitlines()[0]})",
-              file=sys.stderr)
-        return None
-    return f"runs:/{run_id}/onnx"
+    return log_export_dir(cfg.tracking.uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(), run_id,
+                          output)
 
 
 def _serving():

@@ -132,6 +132,8 @@ class TrackingConfig(Strict):
     uri: str | None = Field(None, description="MLflow tracking URI; default: a sqlite store under ./mlruns")
     experiment: str | None = Field(None, description="experiment name; default: the pipeline name")
     log_checkpoint: bool = Field(True, description="log the best checkpoint as an artifact")
+    log_export: bool = Field(True, description="export the best weights to ONNX (<checkpoint_dir>/<name>/onnx) and "
+                             "log them as artifact `onnx`, so `engine score/serve --model RUN_ID` work")
 
 
 class PipelineConfig(Strict):

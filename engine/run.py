@@ -21,6 +21,7 @@ from .config import PipelineConfig
 from .errors import ConfigError
 from .files import atomic_open
 from .plugins import get_registry
+from .publish import Published, publish_run_export
 from .tracking import Tracker, make_tracker
 
 PACKAGES = ("engine", "engine-graphcl", "engine-objectives", "engine-seqrec", "engine-linkage", "torch",
@@ -35,6 +36,7 @@ class RunOutcome:
     best_epoch: int
     epochs_run: int
     train_seconds: float
+    export: "Published | None" = None  #: where the run's ONNX export is (tracked runs with tracking.log_export)
 
 
 def write_json_atomic(path: str | Path, payload: dict[str, Any]) -> None:
@@ -219,6 +221,9 @@ def _run(cfg: PipelineConfig, metrics_out, resume: bool, track: bool) -> RunOutc
         _log_curves(result.history, tracker)
         if cfg.tracking.log_checkpoint:
             tracker.log_artifact(trainer.best_path, "checkpoints")
+        export = None
+        if cfg.tracking.log_export and tracker.run_id is not None:
+            export = publish_run_export(task, model, directory / "onnx", tracker)
         if metrics_out:
             write_json_atomic(metrics_out, {**test, "run_id": tracker.run_id, "best_epoch": result.best_epoch,
                                             "epochs": result.epochs_run, "train_seconds": round(train_seconds, 3)})
@@ -229,7 +234,7 @@ def _run(cfg: PipelineConfig, metrics_out, resume: bool, track: bool) -> RunOutc
         tracker.end("FAILED")
         raise
     tracker.end("FINISHED")
-    return RunOutcome(tracker.run_id, test, result.best_epoch, result.epochs_run, train_seconds)
+    return RunOutcome(tracker.run_id, test, result.best_epoch, result.epochs_run, train_seconds, export)
 
 
 def _log_setup(cfg: PipelineConfig, task, tracker: Tracker, device, world: int = 1) -> None:

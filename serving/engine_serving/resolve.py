@@ -1,7 +1,7 @@
 """``--model``: a directory written by ``engine export``, an MLflow run id, or a ``runs:/<run_id>/<path>`` URI.
 
-``engine export`` of a tracked pipeline logs the export directory to the training run under the artifact path
-``onnx`` (see :func:`engine.commands.log_export`), so a bare run id means ``runs:/<run_id>/onnx``. Local artifact
+A tracked ``engine run`` logs its export to the run under the artifact path ``onnx`` (see :mod:`engine.publish`;
+``engine export`` of a tracked pipeline does the same), so a bare run id means ``runs:/<run_id>/onnx``. Local artifact
 stores are read in place; remote ones are downloaded once into a cache under ``~/.cache/engine/models``.
 """
 
@@ -11,11 +11,11 @@ import os
 import re
 from pathlib import Path
 
+from engine.publish import ARTIFACT_PATH
+
 from .errors import ModelError
 
 __all__ = ["resolve_model", "ARTIFACT_PATH"]
-
-ARTIFACT_PATH = "onnx"
 _RUN_ID = re.compile(r"[0-9a-f]{32}")
 
 
@@ -63,6 +63,7 @@ def _run_artifacts(run_id: str, sub: str, tracking_uri: str | None) -> Path:
                 raise ModelError(f"run {run_id}: cannot download artifact {sub!r} ({str(exc).splitlines()[0]})") \
                     from None
     if not (local / "export.json").is_file():
-        raise ModelError(f"run {run_id}: no exported model at artifact path {sub!r}; export the pipeline with "
+        raise ModelError(f"run {run_id}: no exported model at artifact path {sub!r} (a tracked `engine run` logs "
+                         "one unless tracking.log_export is false); export the pipeline with "
                          "`engine export PIPELINE -o DIR` (a tracked pipeline logs it to its run)")
     return local
