@@ -30,13 +30,13 @@ def tiny_model(tmp_path_factory):
 def test_featurize_and_forward(tiny_model, tmp_path):
     from engine_linkage.sentence import SentenceEncoder
 
-    enc = SentenceEncoder(dim=4, model_path=str(tiny_model), cache_dir=str(tmp_path / "cache"))
+    enc = SentenceEncoder(dim=4, model=str(tiny_model), cache_dir=str(tmp_path / "cache"))
     x = enc.featurize(["John Smith", None, "mary brown", "John Smith"])
     assert x.shape == (4, 9) and x[:, -1].tolist() == [1, 0, 1, 1]
     assert np.allclose(np.linalg.norm(x[[0, 2], :8], axis=1), 1.0, atol=1e-5)  # normalised embeddings
     assert np.array_equal(x[0], x[3]) and not x[1, :8].any()
     assert len(list((tmp_path / "cache").glob("*.npy"))) == 1
-    again = SentenceEncoder(dim=4, model_path=str(tiny_model), cache_dir=str(tmp_path / "cache"))
+    again = SentenceEncoder(dim=4, model=str(tiny_model), cache_dir=str(tmp_path / "cache"))
     assert np.array_equal(again.featurize(["John Smith", None, "mary brown", "John Smith"]), x)  # from the cache
     v, present = enc(torch.from_numpy(x))
     assert v.shape == (4, 4) and present.tolist() == [True, False, True, True]
@@ -47,4 +47,15 @@ def test_not_a_model_folder(tmp_path):
     from engine_linkage.sentence import SentenceEncoder
 
     with pytest.raises(ConfigError, match="is not a sentence-transformers folder"):
-        SentenceEncoder(model_path=str(tmp_path)).featurize(["x"])
+        SentenceEncoder(model=str(tmp_path)).featurize(["x"])
+
+
+def test_model_by_name_or_old_key(tmp_path):
+    """``model:`` takes a packaged name or a folder; the old key ``model_path`` still validates into it; an unknown
+    name is a ConfigError that lists the packaged models."""
+    from engine_linkage.sentence import SentenceEncoder
+
+    assert SentenceEncoder.Config(model_path="x").model == "x"
+    assert SentenceEncoder.Config(model="all-mpnet-base-v2").model_dump()["model"] == "all-mpnet-base-v2"
+    with pytest.raises(ConfigError, match="all-mpnet-base-v2"):
+        SentenceEncoder(model=str(tmp_path / "missing")).featurize(["x"])

