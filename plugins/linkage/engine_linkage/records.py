@@ -10,6 +10,9 @@ Two protocols:
   link that blocking missed as a false negative.
 
 A dedup task has no right table (``right is None``): pairs then index the left table on both sides.
+
+``fields`` is the schema ``{field: modality}`` as given in ``data.fields``, or as inferred from the tables when it was
+omitted or ``auto`` (:mod:`engine_linkage.schema`; ``inferred`` then holds it and the columns left out).
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ import numpy as np
 
 from engine.errors import DataError
 from engine.fields import MODALITIES, check_fields
+
+from .schema import Inferred
 
 __all__ = ["MODALITIES", "RecordTable", "PairSet", "LinkageData", "parse_fields"]
 
@@ -78,6 +83,8 @@ class LinkageData:
     #: links protocol: the split code (0 train, 1 valid, 2 test) of each left / right record
     record_split: dict[str, np.ndarray] = field(default_factory=dict)
     skipped: dict[str, int] = field(default_factory=dict)
+    #: the inference that gave ``fields`` (``data.fields`` omitted or ``auto``); ``None`` for a schema as given
+    inferred: Inferred | None = None
 
     @property
     def dedup(self) -> bool:
@@ -97,7 +104,9 @@ class LinkageData:
     def summary(self) -> dict[str, object]:
         out: dict[str, object] = {"protocol": self.protocol, "num_left": len(self.left), "dedup": self.dedup,
                                   "num_right": len(self.right_table), "fields": self.fields,
-                                  "full_tables": self.full_tables}
+                                  "full_tables": self.full_tables, "fields_inferred": self.inferred is not None}
+        if self.inferred is not None and self.inferred.left_out:
+            out["fields_left_out"] = dict(self.inferred.left_out)
         for split, p in self.pairs.items():
             out[f"num_{split}_pairs"] = len(p)
             out[f"num_{split}_pos"] = p.num_pos

@@ -14,6 +14,11 @@ Every value is read as a string; empty cells are missing values (``None``), whic
 missing file or column, an empty table, a duplicate id, a pair naming an unknown id, a label other than 0/1) raises
 :class:`engine.errors.DataError` naming the file, the column and what was expected.
 
+The schema (``fields: {field: modality}``) is used as given; omitted (``null``) or ``auto``, the record_tables,
+deepmatcher_csv and ditto_txt sources infer it from the tables (:mod:`engine_linkage.schema`: numeric, short
+categorical, text or image per column; id and label columns left out). ``febrl`` reads every column as text unless
+told otherwise: its number-like columns (postcode, date_of_birth, soc_sec_id) are codes.
+
 A field of modality ``image`` holds image file paths; a relative path is relative to the dataset folder (``path``)
 and is made absolute on reading (:func:`finish`).
 """
@@ -35,7 +40,9 @@ from engine.fields import MODALITIES
 from engine.data.readers import read_text
 
 from .records import SPLITS, LinkageData, PairSet, RecordTable, parse_fields
-from .tables import finish, make_table, pairs_from_frame, read_pairs, read_table, require_columns, resolve
+from .schema import AUTO, is_auto
+from .tables import (finish, infer_table_fields, make_table, pairs_from_frame, read_pairs, read_table, require_columns,
+                     resolve)
 
 __all__ = ["RecordTablesSource", "DeepMatcherCsvSource", "DittoTxtSource", "FebrlSource", "read_table",
            "parse_ditto_record", "finish"]
@@ -48,6 +55,9 @@ def _known_modality(value: str) -> str:
 
 
 Modality = Annotated[str, AfterValidator(_known_modality)]  #: one of engine.fields.MODALITIES
+#: ``data.fields`` of the sources that infer a schema: ``{field: modality}``, or ``auto`` / omitted to infer it
+Schema = dict[str, Modality] | Literal["auto"] | None
+INFERRED = "field -> modality; omitted or auto: inferred from the tables (numeric, short categorical, text, image)"
 
 
 # -- record_tables ---------------------------------------------------------------------------------------------------
@@ -66,12 +76,12 @@ class RecordTablesSource(Component):
         train: str = "train.csv"
         valid: str = "valid.csv"
         test: str = "test.csv"
-        fields: dict[str, Modality] | None = Field(None, description="field -> modality; default: every column, text")
+        fields: Schema = Field(None, description=INFERRED)
         full_tables: bool = Field(True, description="the tables are complete: measure blocking on them")
 
     def __init__(self, path: str, left: str = "left.csv", right: str | None = "right.csv", id_column: str = "id",
                  train: str = "train.csv", valid: str = "valid.csv", test: str = "test.csv",
-                 fields: dict[str, str] | None = None, full_tables: bool = True) -> None:
+                 fields: dict[str, str] | str | None = None, full_tables: bool = True) -> None:
         self.path, self.left_name, self.right_name, self.id_column = Path(path), left, right, id_column
         self.split_files = {"train": train, "valid": valid, "test": test}
         self.fields, self.full_tables = fields, full_tables
@@ -82,14 +92,20 @@ class RecordTablesSource(Component):
         lpath = self.path / self.left_name
         ldf = read_table(lpath)
         columns = [c for c in ldf.columns if c != self.id_column]
-        fields = parse_fields(self.fields, columns, str(lpath))
+        auto = is_auto(self.fields)
+        fields = dict.fromkeys(columns, AUTO) if auto else parse_fields(self.fields, columns, str(lpath))
         left = make_table(ldf, lpath, self.id_column, list(fields))
-        right = None
+        right = rpath = None
         if self.right_name is not None:
             rpath = self.path / self.right_name
             right = make_table(read_table(rpath), rpath, self.id_column, list(fields))
+        inferred = None
+        if auto:
+            inferred = infer_table_fields([left, right], ", ".join(str(p) for p in (lpath, rpath) if p))
+            fields = inferred.fields
         pairs = {s: read_pairs(self.path / f, left, right or left) for s, f in self.split_files.items()}
-        return finish(LinkageData(left, right, fields, pairs, "pairs", full_tables=self.full_tables), self.path)
+        return finish(LinkageData(left, right, fields, pairs, "pairs", full_tables=self.full_tables,
+                                  inferred=inferred), self.path)
 
 
 # -- deepmatcher_csv -------------------------------------------------------------------------------------------------
@@ -102,10 +118,10 @@ class DeepMatcherCsvSource(Component):
 
     class Config(ComponentConfig):
         path: str = Field(description="the dataset folder, e.g. .../em-deepmatcher-csv/Structured/DBLP-ACM")
-        fields: dict[str, Modality] | None = Field(None, description="field -> modality; default: all text")
+        fields: Schema = Field(None, description=INFERRED)
         use_tables: bool = Field(True, description="read tableA/tableB when present (blocking is measured on them)")
 
-    def __init__(self, path: str, fields: dict[str, str] | None = None, use_tables: bool = True) -> None:
+    def __init__(self, path: str, fields: dict[str, str] | str | None = None, use_tables: bool = True) -> None:
         self.path, self.fields, self.use_tables = Path(path), fields, use_tables
 
     def load(self) -> LinkageData:
@@ -123,21 +139,24 @@ class DeepMatcherCsvSource(Component):
             require_columns(df, ["label", "left_id", "right_id"], files[s])
         attrs = [c.removeprefix("left_") for c in frames["train"].columns if c.startswith("left_") and c != "left_id"]
         a, b = resolve(d, "tableA.csv"), resolve(d, "tableB.csv")
+        auto = is_auto(self.fields)
         if self.use_tables and a is not None and b is not None:
             adf = read_table(a)
-            if self.fields:
+            if auto:  # the attributes of the pair files; make_table checks that both tables have them
+                fields = dict.fromkeys(attrs or [c for c in adf.columns if c != "id"], AUTO)
+            else:
                 fields = parse_fields(self.fields, [c for c in adf.columns if c != "id"], str(a))
-            else:  # the attributes of the pair files; make_table checks that both tables have them
-                fields = parse_fields(None, attrs or [c for c in adf.columns if c != "id"], str(a))
             left = make_table(adf, a, "id", list(fields))
             right = make_table(read_table(b), b, "id", list(fields))
-            full = True
+            full, where = True, f"{a}, {b.name}"
         else:
-            fields = parse_fields(self.fields, attrs, str(files["train"]))
+            fields = dict.fromkeys(attrs, AUTO) if auto else parse_fields(self.fields, attrs, str(files["train"]))
             left, right = self._tables_from_pairs(frames, files, list(fields))
-            full = False
+            full, where = False, f"{d}/{{train,valid,test}} pair files"
+        inferred = infer_table_fields([left, right], where) if auto else None
+        fields = inferred.fields if inferred else fields
         pairs = {s: pairs_from_frame(frames[s], files[s], left, right) for s in SPLITS}
-        return finish(LinkageData(left, right, fields, pairs, "pairs", full_tables=full), d)
+        return finish(LinkageData(left, right, fields, pairs, "pairs", full_tables=full, inferred=inferred), d)
 
     @staticmethod
     def _tables_from_pairs(frames, files, fields) -> tuple[RecordTable, RecordTable]:
@@ -179,9 +198,9 @@ class DittoTxtSource(Component):
 
     class Config(ComponentConfig):
         path: str = Field(description="the dataset folder, e.g. .../em-deepmatcher-ditto/Structured/Beer")
-        fields: dict[str, Modality] | None = Field(None, description="field -> modality; default: all text")
+        fields: Schema = Field(None, description=INFERRED)
 
-    def __init__(self, path: str, fields: dict[str, str] | None = None) -> None:
+    def __init__(self, path: str, fields: dict[str, str] | str | None = None) -> None:
         self.path, self.fields = Path(path), fields
 
     def load(self) -> LinkageData:
@@ -214,7 +233,8 @@ class DittoTxtSource(Component):
             if not rows:
                 raise DataError(f"{f}: empty file (no pair)")
             raw[s] = rows
-        fields = parse_fields(self.fields, attrs, str(d))
+        auto = is_auto(self.fields)
+        fields = dict.fromkeys(attrs, AUTO) if auto else parse_fields(self.fields, attrs, str(d))
         tables, index = [], []
         for side in (0, 1):
             keys: dict[str, int] = {}
@@ -235,7 +255,10 @@ class DittoTxtSource(Component):
             pairs[s] = PairSet(np.array([index[0][r[2]] for r in rows], dtype=np.int64),
                                np.array([index[1][r[3]] for r in rows], dtype=np.int64),
                                np.array([r[4] for r in rows], dtype=np.int64))
-        return finish(LinkageData(tables[0], tables[1], fields, pairs, "pairs", full_tables=False), d)
+        inferred = infer_table_fields(tables, f"{d}/{{train,valid,test}}.txt") if auto else None
+        fields = inferred.fields if inferred else fields
+        return finish(LinkageData(tables[0], tables[1], fields, pairs, "pairs", full_tables=False,
+                                  inferred=inferred), d)
 
 
 # -- febrl -----------------------------------------------------------------------------------------------------------

@@ -13,8 +13,10 @@ from engine.data.item_features import image_paths
 from engine.errors import DataError
 
 from .records import LinkageData, PairSet, RecordTable
+from .schema import Inferred, infer_fields
 
-__all__ = ["resolve", "read_table", "require_columns", "make_table", "read_pairs", "pairs_from_frame", "finish"]
+__all__ = ["resolve", "read_table", "require_columns", "make_table", "read_pairs", "pairs_from_frame",
+           "infer_table_fields", "finish"]
 
 
 def resolve(directory: Path, stem: str) -> Path | None:
@@ -69,6 +71,17 @@ def make_table(df: pl.DataFrame, path: Path | str, id_col: str, fields: list[str
                         "ids must be unique")
     columns = {f: df[rename.get(f, f)].to_list() for f in fields}
     return RecordTable(str(path), ids.to_list(), columns)
+
+
+def infer_table_fields(tables: list[RecordTable | None], where: str) -> Inferred:
+    """The schema inferred (:mod:`engine_linkage.schema`) from the columns of ``tables`` (their values together;
+    ``None``, a missing right table, is skipped); the tables then keep only the inferred fields' columns."""
+    present = [t for t in tables if t is not None]
+    names = list(present[0].columns)
+    inferred = infer_fields({c: [v for t in present for v in t.columns[c]] for c in names}, where)
+    for t in present:
+        t.columns = {f: t.columns[f] for f in inferred.fields}
+    return inferred
 
 
 def read_pairs(path: Path, left: RecordTable, right: RecordTable) -> PairSet:

@@ -27,6 +27,7 @@ as a tracking artifact), and the record encoder as ONNX with a parity check.
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import numpy as np
@@ -74,6 +75,8 @@ class LinkageTask(CrossEncoderHooks, LinkageOutputs, Task):
             raise ConfigError(f"data.source: {self.config.data.name!r} gives {type(data).__name__}, but task "
                               "'linkage' needs records (sources: record_tables, deepmatcher_csv, ditto_txt, febrl)")
         self.data = data
+        if data.inferred is not None:  # data.fields omitted or auto: say what was inferred (also in the run's config)
+            print(f"engine: data.fields inferred: {data.inferred.describe()}", file=sys.stderr, flush=True)
         self.model_cfg: LinkageModelConfig = self.config.model
         self.threshold: float | None = None
         #: what scores pairs, as the last evaluation chose (see ``score_pairs``, ``rerank.cosine_fallback``)
@@ -84,6 +87,12 @@ class LinkageTask(CrossEncoderHooks, LinkageOutputs, Task):
 
     def data_summary(self) -> dict[str, Any]:
         return self.data.summary()
+
+    def resolved_config(self) -> dict[str, Any]:
+        """The pipeline with ``data.fields`` the schema the run used (as inferred when it was omitted or ``auto``)."""
+        raw = self.config.raw
+        raw.setdefault("data", {})["fields"] = dict(self.data.fields)
+        return raw
 
     # -- model ----------------------------------------------------------------------------------------------------
     def fields(self) -> dict[str, str]:
