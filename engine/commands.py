@@ -146,23 +146,29 @@ def _scoring_model(serving, model: str, tracking_uri: str | None, threads: int |
 
 
 def serve_model(model: str, host: str, port: int, tracking_uri: str | None = None, threads: int | None = None,
-                new_items: str | None = None, new_items_id: str | None = None, echo=print) -> None:
-    """Body of ``engine serve``: the HTTP server of :mod:`engine_serving.server`, until Ctrl-C."""
-    serving = _serving()
-    loaded, _ = _scoring_model(serving, model, tracking_uri, threads, new_items, new_items_id, echo)
-    try:
-        server = serving.make_server(loaded, host, port)
-    except OSError as exc:
-        from .errors import EngineError
+                new_items: str | None = None, new_items_id: str | None = None, batching: bool = True,
+                max_batch: int = 64, batch_wait_ms: float = 0.0, echo=print) -> None:
+    """Body of ``engine serve``: the FastAPI app of :mod:`engine_serving.app` under uvicorn, until Ctrl-C or
+    SIGTERM. ``batching``: concurrent ``/recommend`` requests scored together (:mod:`engine_serving.batching`)."""
+    from .errors import EngineError
 
-        raise EngineError(f"cannot listen on {host}:{port} ({exc.strerror or exc})") from None
-    bound_host, bound_port = server.server_address[:2]
-    route = "POST /match" if loaded.family == "linkage" else "POST /recommend"
-    echo(f"engine serve: {loaded.family} model {loaded.directory}, onnxruntime provider {loaded.provider}; "
-         f"listening on http://{bound_host}:{bound_port} (GET /health, {route})")
+    serving = _serving()
     try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
+        from engine_serving.app import bind, create_app, run
+    except ModuleNotFoundError as exc:
+        raise EngineError(f"engine serve needs the `serve` extra ({exc}): pip install -e '.[serve]'") from None
+    loaded, _ = _scoring_model(serving, model, tracking_uri, threads, new_items, new_items_id, echo)
+    app = create_app(loaded, batching=batching, max_batch=max_batch, batch_wait_ms=batch_wait_ms)
+    try:
+        sock = bind(host, port)
+    except OSError as exc:
+        raise EngineError(f"cannot listen on {host}:{port} ({exc.strerror or exc})") from None
+    bound_host, bound_port = sock.getsockname()[:2]
+    route = "POST /match" if loaded.family == "linkage" else "POST /recommend"
+    batched = f", request batching up to {max_batch}" if batching and loaded.family != "linkage" else ""
+    echo(f"engine serve: {loaded.family} model {loaded.directory}, onnxruntime provider {loaded.provider}{batched}; "
+         f"listening on http://{bound_host}:{bound_port} (GET /health, {route}, GET /docs)")
+    try:
+        run(app, sock)
     finally:
-        server.server_close()
+        sock.close()

@@ -4,9 +4,7 @@ by cosine, re-scored, thresholded) and the task's own test matches, ``POST /matc
 
 from __future__ import annotations
 
-import http.client
 import json
-import threading
 
 import numpy as np
 import polars as pl
@@ -188,22 +186,17 @@ def test_linkage_input_errors_are_one_line(linkage_model, linkage_registry, tmp_
 
 
 def test_match_endpoint_equals_the_job(linkage_model, linkage_registry, tmp_path):
-    from engine_serving import load_model, make_server, score_chunk
+    from fastapi.testclient import TestClient
+
+    from engine_serving import load_model, score_chunk
+    from engine_serving.app import create_app
 
     served = load_model(str(linkage_model.export), threads=1)
-    server = make_server(served, "127.0.0.1", 0)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    port = server.server_address[1]
+    with TestClient(create_app(served)) as client:
+        def post(path, body):
+            r = client.post(path, json=body)
+            return r.status_code, r.json()
 
-    def post(path, body):
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-        conn.request("POST", path, body=json.dumps(body).encode())
-        r = conn.getresponse()
-        payload = json.loads(r.read())
-        conn.close()
-        return r.status, payload
-
-    try:
         left, _ = tables(linkage_model)
         frame = pl.read_csv(left, infer_schema=False).head(5)
         want = score_chunk(served, 0, frame, 4)
@@ -229,15 +222,10 @@ def test_match_endpoint_equals_the_job(linkage_model, linkage_registry, tmp_path
             assert status == 400 and fragment in body["error"], (payload, body)
         status, body = post("/recommend", {"user": 1})
         assert status == 400 and "/match" in body["error"]
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-        conn.request("GET", "/health")
-        health = json.loads(conn.getresponse().read())
-        conn.close()
+        health = client.get("/health").json()
         assert health["family"] == "linkage" and health["num_right"] == 60
         assert health["fields"] == ["name", "city", "year"]
-    finally:
-        server.shutdown()
-        server.server_close()
+        assert "num_users" not in health
 
 
 def test_dedup_export_never_matches_a_record_with_itself(linkage_cosine_model, linkage_registry, tmp_path):

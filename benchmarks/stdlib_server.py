@@ -1,4 +1,8 @@
-"""``engine serve``: recommendations over HTTP from an exported model, on the standard library's threading server.
+"""The standard-library HTTP server ``engine serve`` ran before FastAPI/uvicorn (``serving/engine_serving/server.py``
+until it was removed), kept here unchanged but for this paragraph and its imports, only so that
+``benchmarks/serve_load.py --servers stdlib,...`` can measure it beside the new one. Not part of the package.
+
+It answered, as the FastAPI app does:
 
 * ``GET /health`` -> ``{"status": "ok", "family", "provider", "num_users", "num_items"}``
 * ``POST /recommend`` with a JSON object:
@@ -28,7 +32,7 @@ import polars as pl
 
 from engine.errors import DataError
 
-from .model import ExportedModel
+from engine_serving.model import ExportedModel
 
 __all__ = ["make_server", "recommend", "match", "RequestError", "MAX_K"]
 
@@ -134,7 +138,7 @@ def match(model, request: Any) -> dict[str, Any]:
     for name, value in record.items():
         if value is not None and (isinstance(value, bool) or not isinstance(value, (str, int, float))):
             raise RequestError(bad, f"record field {name!r} must be a string, a number or null (got {value!r})")
-    from .linkage import clean_value
+    from engine_serving.linkage import clean_value
 
     _, cols, scores = model.match({f: [clean_value(record.get(f))] for f in fields}, k, matches_only=only)
     ids = model.right_ids.gather(pl.Series(cols, dtype=pl.Int64)).to_list()
