@@ -25,6 +25,9 @@ class RerankConfig(ComponentConfig):
     cosine_fallback: bool = Field(False, description="score pairs by the record cosine instead when it reaches a "
                                                      "higher F1 on valid than the classifier (checked at every "
                                                      "evaluation; the choice is reported and exported)")
+    tfidf: list[Literal["word", "char"]] = Field(
+        default_factory=list, description="untrained TF-IDF cosines as features (word unigrams, char 3-grams; idf "
+                                          "fitted on both tables): of the whole record and of each text field")
 
 
 class IntraModalConfig(ComponentConfig):
@@ -51,6 +54,10 @@ class LinkageModelConfig(ComponentConfig):
         None, description="a fine-tuned transformer scores the candidate pairs (Ditto-style); it replaces the pair "
                           "classifier's score")
     blocking_k: int = Field(10, ge=1, description="candidates per left record in blocking")
+    blocking: Literal["vectors", "tfidf", "both"] = Field(
+        "vectors", description="blocking index: the record vectors (faiss), the TF-IDF cosine of the whole record "
+                               "(blocking_tfidf; exact, sparse, row chunks), or the union of both (k of each)")
+    blocking_tfidf: Literal["word", "char"] = Field("char", description="the TF-IDF analyser of blocking: tfidf")
     eval_batch_size: int = Field(1024, ge=1, description="records / pairs scored at once")
     matches_out: str | None = Field(None, description="write the test matches here (parquet)")
     whole_record: bool = Field(False, description="add a text field `_record`: the record's values joined, in "

@@ -207,6 +207,12 @@ def export_linkage_model(task, model, directory: str) -> dict[str, Any]:
 
     if task.threshold is None:  # `engine export` loads weights without evaluating: choose it on valid now
         task.evaluate(model, "valid")
+    if task.scorer == "classifier" and getattr(task, "tfidf_features", None) is not None:
+        from engine.errors import ConfigError
+
+        raise ConfigError("model.rerank.tfidf: a pair classifier with TF-IDF features is not exported yet (serving "
+                          "would need the fitted vocabularies); run with --no-track or tracking.log_export: false, "
+                          "or drop model.rerank.tfidf to export")
     encoder = copy.deepcopy(model.encoder).cpu().eval()
     module, names = record_encoder_export(encoder, task.slots)
     out = Path(directory)

@@ -4,8 +4,9 @@ The record encoder is :class:`engine.fields.RecordEncoder` (field encoders + fus
 item content), re-exported here.
 
 :class:`PairClassifier` scores a pair from per-field cosine similarities, presence flags, optional n-gram Jaccard
-similarities of the id fields, the record cosine, and optionally :math:`|u - v|`, :math:`u \\odot v` (an MLP, one
-logit; the vector features let it memorise small training sets, so they are off by default).
+similarities of the id fields, optional untrained TF-IDF cosines (:class:`engine_linkage.tfidf.TfidfPairFeatures`),
+the record cosine, and optionally :math:`|u - v|`, :math:`u \\odot v` (an MLP, one logit; the vector features let it
+memorise small training sets, so they are off by default).
 """
 
 from __future__ import annotations
@@ -32,23 +33,31 @@ class PairClassifier(nn.Module):
     """An MLP over field similarities of a pair; one logit (match)."""
 
     def __init__(self, num_fields: int, dim: int, num_jaccard: int = 0, hidden: int = 64,
-                 vector_features: bool = False) -> None:
+                 vector_features: bool = False, num_tfidf: int = 0) -> None:
         super().__init__()
         self.num_fields, self.num_jaccard, self.vector_features = num_fields, num_jaccard, vector_features
-        width = 3 * num_fields + num_jaccard + 1 + (2 * dim if vector_features else 0)
+        self.num_tfidf = num_tfidf
+        width = 3 * num_fields + num_jaccard + num_tfidf + 1 + (2 * dim if vector_features else 0)
         self.mlp = nn.Sequential(nn.Linear(width, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
                                  nn.Linear(hidden, 1))
 
     def forward(self, fl: Tensor, ml: Tensor, fr: Tensor, mr: Tensor, u: Tensor, v: Tensor,
-                jac: Tensor | None = None) -> Tensor:
+                jac: Tensor | None = None, tfidf: Tensor | None = None) -> Tensor:
+        """Field vectors ``fl, fr [B, F, D]`` with presence ``ml, mr [B, F]``, record vectors ``u, v [B, D]``,
+        Jaccard ``jac [B, num_jaccard]`` and TF-IDF cosines ``tfidf [B, num_tfidf]`` -> logits ``[B]``."""
         both = (ml & mr).float()
         cos = F.cosine_similarity(fl, fr, dim=-1) * both
         one = (ml ^ mr).float()
         feats = [cos, both, one, (u * v).sum(-1, keepdim=True)]
         if self.vector_features:
             feats += [(u - v).abs(), u * v]
+        if tfidf is not None:
+            feats.insert(3, tfidf)
         if jac is not None:
             feats.insert(3, jac)
+        if (tfidf is None) != (self.num_tfidf == 0):
+            raise ValueError(f"PairClassifier: built for {self.num_tfidf} TF-IDF features, got "
+                             f"{'none' if tfidf is None else tfidf.shape[1]}")
         return self.mlp(torch.cat(feats, dim=1)).squeeze(-1)
 
 

@@ -40,7 +40,6 @@ from engine.errors import ConfigError
 from engine.fields import build_field_encoders, featurize_fields
 from engine.task import Task
 
-from .blocking import knn_candidates
 from .config import LinkageModelConfig, RerankConfig
 from .cross_task import CrossEncoderHooks
 from .intra_modal import intra_modal_loss, intra_slots
@@ -49,6 +48,7 @@ from .metrics import best_threshold, classify, cluster_prf, connected_components
 from .model import PairClassifier, PairJaccard, RecordEncoder
 from .outputs import LinkageOutputs
 from .records import LinkageData
+from .tfidf_task import TfidfHooks
 from .tabular import CategoricalEncoder
 
 __all__ = ["LinkageTask", "LinkageModelConfig", "RerankConfig"]
@@ -58,7 +58,7 @@ VALID_METRICS = ("f1", "precision", "recall")
 RECORD_FIELD = "_record"
 
 
-class LinkageTask(CrossEncoderHooks, LinkageOutputs, Task):
+class LinkageTask(CrossEncoderHooks, TfidfHooks, LinkageOutputs, Task):
     """Record linkage and deduplication: contrastive bi-encoder, ANN blocking, re-ranking, clustering."""
 
     name = "linkage"
@@ -125,9 +125,10 @@ class LinkageTask(CrossEncoderHooks, LinkageOutputs, Task):
                                                                                      CategoricalEncoder)]
         self._pair_jaccard: PairJaccard | None = None
         self.intra_slots = intra_slots(slots, m.intra_modal)
+        num_tfidf = self.build_tfidf()
         if m.rerank is not None:
             model.classifier = PairClassifier(len(slots), m.dim, len(self.jaccard_slots) if m.rerank.jaccard else 0,
-                                              m.rerank.hidden, m.rerank.vector_features)
+                                              m.rerank.hidden, m.rerank.vector_features, num_tfidf)
         if m.cross_encoder is not None:
             self.build_cross_encoder(model)
         return model
@@ -170,7 +171,7 @@ class LinkageTask(CrossEncoderHooks, LinkageOutputs, Task):
             ul = self._record_vectors(model, "left", lrows)
             ur = ul if d.dedup else self._record_vectors(model, "right", rrows)
         model.train(was)
-        li, ri = knn_candidates(ul, None if d.dedup else ur, k)
+        li, ri = self.block(ul, ur, lrows, rrows, k)
         li, ri = lrows[li], rrows[ri]
         tr = d.pairs["train"]
         n_right = len(d.right_table)
@@ -214,7 +215,8 @@ class LinkageTask(CrossEncoderHooks, LinkageOutputs, Task):
         fl, ml = enc.field_vectors(*self._inputs("left", lrows, device))
         fr, mr = enc.field_vectors(*self._inputs("right", rrows, device))
         u, v = enc.fuse(fl, ml), enc.fuse(fr, mr)
-        return model.classifier(fl, ml, fr, mr, u, v, self._jaccard(lrows, rrows, device)), u, v
+        return model.classifier(fl, ml, fr, mr, u, v, self._jaccard(lrows, rrows, device),
+                                self._tfidf(lrows, rrows, device)), u, v
 
     def shard_batch(self, batch, shard) -> ShardedBatch:
         """Data-parallel: each rank keeps its rows of the batch's matched pairs (the objective gathers the other
@@ -311,7 +313,7 @@ class LinkageTask(CrossEncoderHooks, LinkageOutputs, Task):
             rrows = lrows if d.dedup else np.arange(len(d.right))
         ul = self._record_vectors(model, "left", lrows)
         ur = ul if d.dedup else self._record_vectors(model, "right", rrows)
-        li, ri = knn_candidates(ul, None if d.dedup else ur, self.model_cfg.blocking_k)
+        li, ri = self.block(ul, ur, lrows, rrows, self.model_cfg.blocking_k)
         return lrows[li], rrows[ri], lrows, rrows
 
     def _split_scores(self, model, split: str) -> dict[str, Any]:
