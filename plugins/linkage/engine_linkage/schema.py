@@ -47,7 +47,8 @@ CATEGORICAL_MIN_REPEATS = 5  #: values per distinct value, on average
 CATEGORICAL_MAX_WORDS = 4.0  #: words per value, on average
 
 #: a number alone: currency sign, sign, digits (thousands separated or not), decimals, exponent, percent
-NUMBER = re.compile(r"^[$€£¥]?\s*[-+]?\s*[$€£¥]?\s*(?:\d{1,3}(?:,\d{3})+|\d+)?(?:\.\d+)?(?:[eE][-+]?\d+)?\s*%?$")
+NUMBER = re.compile(r"^[$€£¥]?\s*[-+]?\s*[$€£¥]?\s*"
+                    r"(?:\d{1,3}(?:,\d{3})+|\d+)?(?:\.\d+)?(?:[eE][-+]?\d+)?\s*%?$")
 _INTEGER = re.compile(r"^[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.0+)?$")
 _IMAGE = re.compile(r"\.(?:png|jpe?g|gif|bmp|webp|tiff?)$", re.IGNORECASE)
 
