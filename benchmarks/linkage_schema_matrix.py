@@ -75,20 +75,27 @@ def subsample(src: Path, dst: Path, pairs: int) -> Path:
     return dst
 
 
-def run_case(case: dict, out: Path, pairs: int, engine: str) -> dict:
+def case_args(case: dict, out: Path, pairs: int) -> list[str]:
+    """The ``engine`` arguments of one row (``run PIPELINE --no-track ...``); the subsample is written here."""
     key = f"{case['pipeline']}--{case['set']}"
     path = Path(case["path"])
     if case["subsample"]:
         path = subsample(path, out / "subsets" / f"{case['layout']}-{case['set']}-{pairs}", pairs)
+    args = ["run", str(ROOT / "pipelines" / f"{case['pipeline']}.yaml"), "--no-track",
+            "--metrics-out", str(out / f"{key}.json"), "--set", f"data.path={path}", "--set", "data.fields=null",
+            "--set", "train.epochs=1", "--set", f"name=schema-matrix-{key}",
+            "--set", f"model.matches_out={out / 'matches' / key}.parquet",
+            "--set", f"train.checkpoint_dir={out / 'checkpoints'}"]
+    if case["cross_encoder"]:
+        args += ["--set", "model.cross_encoder.epochs=1"]
+    return args
+
+
+def run_case(case: dict, out: Path, pairs: int, engine: str) -> dict:
+    key = f"{case['pipeline']}--{case['set']}"
     metrics = out / f"{key}.json"
     metrics.unlink(missing_ok=True)
-    cmd = [engine, "run", f"pipelines/{case['pipeline']}.yaml", "--no-track",
-           "--metrics-out", str(metrics), "--set", f"data.path={path}", "--set", "data.fields=null",
-           "--set", "train.epochs=1", "--set", f"name=schema-matrix-{key}",
-           "--set", f"model.matches_out={out / 'matches' / key}.parquet",
-           "--set", f"train.checkpoint_dir={out / 'checkpoints'}"]
-    if case["cross_encoder"]:
-        cmd += ["--set", "model.cross_encoder.epochs=1"]
+    cmd = [engine, *case_args(case, out, pairs)]
     tic = time.perf_counter()
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     wall = time.perf_counter() - tic

@@ -189,8 +189,9 @@ def test_a_field_encoded_by_two_encoders_and_per_field_encoders(tmp_path, linkag
     encoders = {"text": [{"name": "char_ngram", "num_buckets": 512}, {"name": "char_ngram", "num_buckets": 256,
                                                                        "ngram_sizes": [2]}],
                 "city": {"name": "categorical", "num_buckets": 64}}
-    task, model = prepare(load_pipeline(pipeline(tmp_path, {"source": "deepmatcher_csv", "path": str(d)},
-                                                 model={"encoders": encoders})))
+    fields = {"name": "text", "city": "text", "year": "text"}  # all text, so `city` is taken by its own name
+    task, model = prepare(load_pipeline(pipeline(tmp_path, {"source": "deepmatcher_csv", "path": str(d),
+                                                            "fields": fields}, model={"encoders": encoders})))
     assert [(s.name, s.encoder) for s in task.slots] == [("name", "text#0"), ("name", "text#1"), ("city", "city"),
                                                          ("year", "text#0"), ("year", "text#1")]
     assert [s.name for s in task.jaccard_slots] == ["name", "name", "year", "year"]  # not the categorical field
