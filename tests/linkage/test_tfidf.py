@@ -129,3 +129,22 @@ def test_classifier_takes_tfidf_features():
     assert out.shape == (5,) and clf.mlp[0].in_features == 3 * 2 + 1 + 3 + 1
     with pytest.raises(ValueError, match="built for 3 TF-IDF features, got none"):
         clf(fl, m, fr, m, u, v, torch.rand(5, 1))
+
+
+def test_classifier_without_learned_features_ignores_the_encoder():
+    """``learned_features=False``: the logit depends on presence, Jaccard and TF-IDF only (not on the field or record
+    vectors), and its input width is 2 F + J + T."""
+    torch.manual_seed(0)
+    clf = PairClassifier(num_fields=2, dim=4, num_jaccard=1, num_tfidf=3, learned_features=False)
+    assert clf.mlp[0].in_features == 2 * 2 + 1 + 3
+    m = torch.tensor([[True, True], [True, False], [False, True]])
+    jac, tf = torch.rand(3, 1), torch.rand(3, 3)
+    a = clf(torch.randn(3, 2, 4), m, torch.randn(3, 2, 4), m, torch.randn(3, 4), torch.randn(3, 4), jac, tf)
+    b = clf(torch.randn(3, 2, 4), m, torch.randn(3, 2, 4), m, torch.randn(3, 4), torch.randn(3, 4), jac, tf)
+    assert torch.equal(a, b)
+    with pytest.raises(ValueError, match="vector_features are learned features"):
+        PairClassifier(2, 4, vector_features=True, learned_features=False)
+    from engine_linkage.config import RerankConfig
+
+    with pytest.raises(ValueError, match="vector_features are learned features"):
+        RerankConfig(vector_features=True, learned_features=False)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from engine.components import ComponentConfig
 from engine.config import EncoderSpec, ObjectiveSpec
@@ -25,9 +25,18 @@ class RerankConfig(ComponentConfig):
     cosine_fallback: bool = Field(False, description="score pairs by the record cosine instead when it reaches a "
                                                      "higher F1 on valid than the classifier (checked at every "
                                                      "evaluation; the choice is reported and exported)")
+    learned_features: bool = Field(True, description="the trained encoder's field and record cosines as features; "
+                                                      "false: only weight-free ones (presence, jaccard, tfidf), "
+                                                      "which generalise better from few labelled pairs")
     tfidf: list[Literal["word", "char"]] = Field(
         default_factory=list, description="untrained TF-IDF cosines as features (word unigrams, char 3-grams; idf "
                                           "fitted on both tables): of the whole record and of each text field")
+
+    @model_validator(mode="after")
+    def _vector_features_are_learned(self):
+        if self.vector_features and not self.learned_features:
+            raise ValueError("vector_features are learned features: set learned_features: true or drop them")
+        return self
 
 
 class IntraModalConfig(ComponentConfig):

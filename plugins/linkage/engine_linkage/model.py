@@ -30,14 +30,22 @@ def jaccard(a: Tensor, b: Tensor) -> Tensor:
 
 
 class PairClassifier(nn.Module):
-    """An MLP over field similarities of a pair; one logit (match)."""
+    """An MLP over field similarities of a pair; one logit (match).
+
+    With ``learned_features=False`` it reads only features that do not depend on the encoder's weights (presence
+    flags, Jaccard, TF-IDF): on small training sets the learned similarities of train pairs are near perfect after
+    contrastive training (the encoder fitted them), so a classifier trained on them trusts them more than they
+    generalise; without them it is a matcher over the untrained similarities, as Magellan's."""
 
     def __init__(self, num_fields: int, dim: int, num_jaccard: int = 0, hidden: int = 64,
-                 vector_features: bool = False, num_tfidf: int = 0) -> None:
+                 vector_features: bool = False, num_tfidf: int = 0, learned_features: bool = True) -> None:
         super().__init__()
+        if vector_features and not learned_features:
+            raise ValueError("PairClassifier: vector_features are learned features; set learned_features=True")
         self.num_fields, self.num_jaccard, self.vector_features = num_fields, num_jaccard, vector_features
-        self.num_tfidf = num_tfidf
-        width = 3 * num_fields + num_jaccard + num_tfidf + 1 + (2 * dim if vector_features else 0)
+        self.num_tfidf, self.learned_features = num_tfidf, learned_features
+        learned = num_fields + 1 if learned_features else 0  # the field cosines and the record cosine
+        width = 2 * num_fields + learned + num_jaccard + num_tfidf + (2 * dim if vector_features else 0)
         self.mlp = nn.Sequential(nn.Linear(width, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
                                  nn.Linear(hidden, 1))
 
@@ -46,15 +54,18 @@ class PairClassifier(nn.Module):
         """Field vectors ``fl, fr [B, F, D]`` with presence ``ml, mr [B, F]``, record vectors ``u, v [B, D]``,
         Jaccard ``jac [B, num_jaccard]`` and TF-IDF cosines ``tfidf [B, num_tfidf]`` -> logits ``[B]``."""
         both = (ml & mr).float()
-        cos = F.cosine_similarity(fl, fr, dim=-1) * both
         one = (ml ^ mr).float()
-        feats = [cos, both, one, (u * v).sum(-1, keepdim=True)]
+        if self.learned_features:
+            feats = [F.cosine_similarity(fl, fr, dim=-1) * both, both, one, (u * v).sum(-1, keepdim=True)]
+        else:  # only what does not depend on the weights: presence flags, Jaccard, TF-IDF
+            feats = [both, one]
         if self.vector_features:
             feats += [(u - v).abs(), u * v]
+        at = 3 if self.learned_features else 2
         if tfidf is not None:
-            feats.insert(3, tfidf)
+            feats.insert(at, tfidf)
         if jac is not None:
-            feats.insert(3, jac)
+            feats.insert(at, jac)
         if (tfidf is None) != (self.num_tfidf == 0):
             raise ValueError(f"PairClassifier: built for {self.num_tfidf} TF-IDF features, got "
                              f"{'none' if tfidf is None else tfidf.shape[1]}")

@@ -128,7 +128,8 @@ class LinkageTask(CrossEncoderHooks, TfidfHooks, LinkageOutputs, Task):
         num_tfidf = self.build_tfidf()
         if m.rerank is not None:
             model.classifier = PairClassifier(len(slots), m.dim, len(self.jaccard_slots) if m.rerank.jaccard else 0,
-                                              m.rerank.hidden, m.rerank.vector_features, num_tfidf)
+                                              m.rerank.hidden, m.rerank.vector_features, num_tfidf,
+                                              m.rerank.learned_features)
         if m.cross_encoder is not None:
             self.build_cross_encoder(model)
         return model
