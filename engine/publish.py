@@ -2,7 +2,8 @@
 
 At the end of a tracked ``engine run`` (``tracking.log_export``, on by default), the best weights are exported to
 ONNX into ``<checkpoint_dir>/<name>/onnx`` (replaced whole: a failed export leaves the previous one) and that
-directory is logged to the run as artifact path ``onnx``. ``engine export`` logs its directory the same way
+directory is logged to the run as artifact path ``onnx``, and beside it as an MLflow pyfunc model, artifact path
+``model`` (:mod:`engine_serving.pyfunc`). ``engine export`` logs its directory the same way
 (:func:`log_export_dir`). A failed export or upload warns: the trained run stands.
 """
 
@@ -37,8 +38,9 @@ def _warn(what: str, exc: BaseException) -> None:
 
 
 def log_export_dir(tracking_uri: str, run_id: str, directory: str | Path) -> str | None:
-    """Log the export ``directory`` to MLflow run ``run_id`` as artifact path ``onnx``. Returns
-    ``runs:/<run_id>/onnx``, or None (with a warning) when the upload failed."""
+    """Log the export ``directory`` to MLflow run ``run_id`` as artifact path ``onnx``, and its pyfunc model as
+    ``model`` (a failure there warns). Returns ``runs:/<run_id>/onnx``, or None (with a warning) when the upload
+    failed."""
     try:
         os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
         from mlflow.tracking import MlflowClient
@@ -47,6 +49,12 @@ def log_export_dir(tracking_uri: str, run_id: str, directory: str | Path) -> str
     except Exception as exc:  # noqa: BLE001 - the export stands on disk
         _warn(f"could not log the export to MLflow run {run_id}", exc)
         return None
+    try:  # and beside it, artifact path `model`: the same export as an MLflow pyfunc model
+        from engine_serving.pyfunc import log_pyfunc
+
+        log_pyfunc(directory, run_id, tracking_uri)
+    except Exception as exc:  # noqa: BLE001 - the onnx artifact stands
+        _warn(f"could not log the MLflow pyfunc model (artifact `model`) to run {run_id}", exc)
     return f"runs:/{run_id}/{ARTIFACT_PATH}"
 
 
