@@ -1,7 +1,12 @@
 """Load test of ``engine serve`` from a second process, on loopback: requests/s and p50 / p99 latency, then malformed
 requests, each of which must get a 4xx while the server keeps answering ``/health``.
 
-The server is a real ``engine serve`` subprocess bound to 127.0.0.1 on a free port. This process is the client:
+``--servers`` names the servers to measure one after the other in the same run, each at every ``--concurrency``
+level (a comma list, e.g. ``1,8,32``): ``fastapi`` (``engine serve``: FastAPI on uvicorn, request batching on),
+``fastapi-nobatch`` (``engine serve --no-batching``) and ``stdlib`` (the standard-library threading server that
+``engine serve`` ran before, kept as ``benchmarks/stdlib_server.py`` for this comparison only).
+
+Each server is a real subprocess bound to 127.0.0.1 on a free port. This process is the client:
 ``--concurrency`` threads, each with its own keep-alive connection, send valid requests (``POST /recommend`` for
 uniformly drawn known users of a graph or sequential model; ``POST /match`` for records drawn from ``--records`` with
 a linkage model) until ``--requests`` have been sent or ``--seconds`` have passed, whichever comes first. Latency is
@@ -14,7 +19,8 @@ The model is ``--model DIR`` (an ``engine export`` directory), or ``--pipeline Y
 ``engine run --no-track`` (``--epochs``, one torch thread) and exported with ``engine export`` into ``--work``.
 
     .venv/bin/python benchmarks/serve_load.py --pipeline pipelines/quickstart.yaml --epochs 2 \\
-        --requests 3000 --seconds 60 --concurrency 4 --threads 1 --out out/serve_load.json
+        --servers stdlib,fastapi-nobatch,fastapi --concurrency 1,8,32 --requests 3000 --seconds 20 --threads 1 \\
+        --out out/serve_load.json
 
 Exit status 1 when a valid request failed or a malformed one did not get a 4xx (or took the server down).
 """
@@ -69,17 +75,34 @@ def train_and_export(pipeline: str, epochs: int, work: Path, threads: int) -> Pa
     return work / "export"
 
 
-def start_server(model: str | Path, threads: int = 1, port: int | None = None,
-                 timeout: float = 120.0) -> tuple[subprocess.Popen, int]:
-    """``engine serve --model MODEL`` on 127.0.0.1 and a free port; returns once ``GET /health`` answers 200."""
+SERVERS = ("fastapi", "fastapi-nobatch", "stdlib")
+
+
+def server_cmd(server: str, model: str | Path, port: int, threads: int) -> list[str]:
+    """The command line of ``server`` (one of :data:`SERVERS`) serving ``model`` on 127.0.0.1:``port``."""
+    if server == "stdlib":
+        code = ("import sys; sys.path.insert(0, sys.argv[1]); from stdlib_server import make_server; "
+                "from engine_serving import load_model; "
+                "make_server(load_model(sys.argv[2], threads=int(sys.argv[4])), '127.0.0.1', int(sys.argv[3]))"
+                ".serve_forever()")
+        return [sys.executable, "-c", code, str(ROOT / "benchmarks"), str(model), str(port), str(threads)]
+    if server not in SERVERS:
+        raise SystemExit(f"unknown server {server!r}; known: {', '.join(SERVERS)}")
+    batching = "--no-batching" if server == "fastapi-nobatch" else "--batching"
+    return engine_cmd("serve", "--model", model, "--host", "127.0.0.1", "--port", port, "--threads", threads, batching)
+
+
+def start_server(model: str | Path, threads: int = 1, port: int | None = None, timeout: float = 120.0,
+                 server: str = "fastapi") -> tuple[subprocess.Popen, int]:
+    """``server`` (default ``engine serve``) serving MODEL on 127.0.0.1 and a free port; returns once ``GET /health``
+    answers 200."""
     port = port or free_port()
-    proc = subprocess.Popen(engine_cmd("serve", "--model", model, "--host", "127.0.0.1", "--port", port,
-                                       "--threads", threads),
+    proc = subprocess.Popen(server_cmd(server, model, port, threads),
                             env=child_env(threads), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"engine serve exited with {proc.returncode}:\n{proc.stderr.read().decode()[-3000:]}")
+            raise RuntimeError(f"{server} server exited with {proc.returncode}:\n{proc.stderr.read().decode()[-3000:]}")
         try:
             if request(port, "GET", "/health", timeout=2)[0] == 200:
                 return proc, port
@@ -87,7 +110,7 @@ def start_server(model: str | Path, threads: int = 1, port: int | None = None,
             pass
         time.sleep(0.1)
     stop_server(proc)
-    raise RuntimeError(f"engine serve did not answer /health within {timeout:.0f} s")
+    raise RuntimeError(f"{server} server did not answer /health within {timeout:.0f} s")
 
 
 def stop_server(proc: subprocess.Popen) -> None:
@@ -314,6 +337,46 @@ def valid_bodies(export: Path, k: int, seed: int = 0, records: str | None = None
     return family, gen_users(), {"known": ids[0], "unknown": unknown}
 
 
+def measure(server: str, export: Path, family: str, bodies: Iterator, probe: dict, args) -> dict[str, Any]:
+    """One server: the load at every concurrency level, then the malformed requests."""
+    proc, port = start_server(export, threads=args.threads, server=server)
+    levels = []
+    try:
+        _, health = request(port, "GET", "/health")
+        print(f"{server} pid {proc.pid} on 127.0.0.1:{port}: {json.dumps(health)}", flush=True)
+        for _ in range(20):  # warm-up
+            request(port, "POST", *next(bodies))
+        first = None
+        for concurrency in args.concurrency:
+            load = run_load(port, bodies, args.requests, args.seconds, concurrency, keep_answers=1)
+            stats = load.summary()
+            first = first or (load.answers[0] if load.answers else None)
+            levels.append({"concurrency": concurrency, **stats})
+            print(f"  {server:<16} {concurrency:>3} connections: {stats['requests']} requests in "
+                  f"{stats['seconds']} s: {stats['requests_per_s']} req/s, p50 {stats['p50_ms']} ms, "
+                  f"p99 {stats['p99_ms']} ms, max {stats['max_ms']} ms; {stats['failed']} failed", flush=True)
+            for line in load.failures[:5]:
+                print(f"    failed: {line}")
+        bad = check_malformed(port, malformed_cases(family, probe.get("known"), probe.get("unknown"),
+                                                    probe.get("record")))
+        for row in bad:
+            if not (row["is_4xx"] and row["healthy_after"]):
+                print(f"    {row['case']:<32} -> {row['status']}  health after: "
+                      f"{'ok' if row['healthy_after'] else 'DOWN'}")
+        body = first[0] if first else next(bodies)[1]
+        status, again = request(port, "POST", "/match" if family == "linkage" else "/recommend", body)
+        same = status == 200 and (first is None or again == first[1])
+        alive = proc.poll() is None
+    finally:
+        stop_server(proc)
+    passed = (all(lv["failed"] == 0 for lv in levels) and all(r["is_4xx"] and r["healthy_after"] for r in bad)
+              and same and alive)
+    print(f"  {server}: malformed {sum(r['is_4xx'] for r in bad)}/{len(bad)} got a 4xx, server "
+          f"{'up' if alive else 'DOWN'} after all of them; a valid request after them: "
+          f"{'same answer' if same else 'DIFFERENT'}; {'PASS' if passed else 'FAIL'}", flush=True)
+    return {"server": server, "levels": levels, "malformed": bad, "passed": passed}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     src = parser.add_mutually_exclusive_group(required=True)
@@ -322,13 +385,16 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=2, help="epochs when training --pipeline")
     parser.add_argument("--work", default=None, help="where to train and export (default: a temporary directory)")
     parser.add_argument("--records", default=None, help="records to send to /match (linkage models)")
-    parser.add_argument("--requests", type=int, default=3000, help="at most this many valid requests")
-    parser.add_argument("--seconds", type=float, default=60.0, help="and for at most this long")
-    parser.add_argument("--concurrency", type=int, default=4, help="client threads, one connection each")
+    parser.add_argument("--servers", default="fastapi", help=f"comma list of {', '.join(SERVERS)}")
+    parser.add_argument("--requests", type=int, default=3000, help="at most this many valid requests per level")
+    parser.add_argument("--seconds", type=float, default=60.0, help="and for at most this long per level")
+    parser.add_argument("--concurrency", default="4", help="client threads, one connection each: a comma list")
     parser.add_argument("--k", type=int, default=20)
     parser.add_argument("--threads", type=int, default=1, help="onnxruntime / torch threads of the server")
     parser.add_argument("--out", default=None, help="also write the results as JSON here")
     args = parser.parse_args()
+    args.concurrency = [int(c) for c in args.concurrency.split(",")]
+    servers = [s.strip() for s in args.servers.split(",") if s.strip()]
 
     with tempfile.TemporaryDirectory(prefix="serve-load-") as tmp:
         work = Path(args.work or tmp)
@@ -340,39 +406,18 @@ def main() -> None:
         else:
             export = Path(args.model)
         family, bodies, probe = valid_bodies(export, args.k, records=args.records)
-        proc, port = start_server(export, threads=args.threads)
-        try:
-            _, health = request(port, "GET", "/health")
-            print(f"engine serve pid {proc.pid} on 127.0.0.1:{port}: {json.dumps(health)}", flush=True)
-            request(port, "POST", *next(bodies))  # warm-up
-            load = run_load(port, bodies, args.requests, args.seconds, args.concurrency, keep_answers=1)
-            stats = load.summary()
-            print(f"load: {stats['requests']} requests ({args.concurrency} connections, k={args.k}) in "
-                  f"{stats['seconds']} s: {stats['requests_per_s']} req/s, p50 {stats['p50_ms']} ms, "
-                  f"p99 {stats['p99_ms']} ms, max {stats['max_ms']} ms; {stats['failed']} failed", flush=True)
-            for line in load.failures[:5]:
-                print(f"  failed: {line}")
-            bad = check_malformed(port, malformed_cases(family, probe.get("known"), probe.get("unknown"),
-                                                        probe.get("record")))
-            for row in bad:
-                print(f"  {row['case']:<32} -> {row['status']}  health after: "
-                      f"{'ok' if row['healthy_after'] else 'DOWN'}")
-            body = load.answers[0][0] if load.answers else next(bodies)[1]
-            status, again = request(port, "POST", "/match" if family == "linkage" else "/recommend", body)
-            same = status == 200 and (not load.answers or again == load.answers[0][1])
-            alive = proc.poll() is None
-        finally:
-            stop_server(proc)
-        passed = (load.ok == load.sent and all(r["is_4xx"] and r["healthy_after"] for r in bad) and same and alive)
-        print(f"malformed: {sum(r['is_4xx'] for r in bad)}/{len(bad)} got a 4xx, server "
-              f"{'up' if alive else 'DOWN'} after all of them; a valid request after them: "
-              f"{'same answer' if same else 'DIFFERENT'}; {'PASS' if passed else 'FAIL'}")
-        if args.out:
-            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-            Path(args.out).write_text(json.dumps({
-                "model": str(args.model or args.pipeline), "family": family, "k": args.k,
-                "concurrency": args.concurrency, "server_threads": args.threads, "load": stats,
-                "malformed": bad, "passed": passed}, indent=2))
+        results = [measure(server, export, family, bodies, probe, args) for server in servers]
+    print(f"\n| server | connections | requests/s | p50 ms | p99 ms |\n|---|---:|---:|---:|---:|")
+    for res in results:
+        for lv in res["levels"]:
+            print(f"| {res['server']} | {lv['concurrency']} | {lv['requests_per_s']} | {lv['p50_ms']} | "
+                  f"{lv['p99_ms']} |")
+    passed = all(r["passed"] for r in results)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps({
+            "model": str(args.model or args.pipeline), "family": family, "k": args.k, "cpus": os.cpu_count(),
+            "server_threads": args.threads, "results": results, "passed": passed}, indent=2))
     sys.exit(0 if passed else 1)
 
 

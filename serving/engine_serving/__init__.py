@@ -1,8 +1,8 @@
 """Serving for engine: resumable batch scoring jobs, an HTTP API (FastAPI, the ``serve`` extra) and an MLflow pyfunc
 model, on onnxruntime, from ``engine export`` directories (or MLflow runs that logged one). See
 :mod:`engine_serving.job`, :mod:`engine_serving.app` (``create_app``), :mod:`engine_serving.pyfunc` and, for record
-linkage, :mod:`engine_serving.linkage`. The app and the pyfunc model are imported from their modules, so that
-scoring needs neither FastAPI nor a full MLflow."""
+linkage, :mod:`engine_serving.linkage`. The app and the pyfunc model are imported from their own modules, so that
+batch scoring imports neither FastAPI nor MLflow."""
 
 from .errors import JobError, ModelError
 from .faiss_index import FaissTopK

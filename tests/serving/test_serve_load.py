@@ -1,6 +1,7 @@
-"""``benchmarks/serve_load.py`` at tiny scale: a real ``engine serve`` subprocess on loopback, a bounded load from
-this process (answers checked against a naive PyTorch top-k), then malformed requests: each gets a 4xx and the
-server still answers ``/health`` and the same valid answer afterwards."""
+"""``benchmarks/serve_load.py`` at tiny scale: a real ``engine serve`` subprocess (uvicorn) on loopback, a bounded
+load from this process (answers checked against a naive PyTorch top-k), then malformed requests: each gets a 4xx
+and the server still answers ``/health`` and the same valid answer afterwards; the old standard-library server the
+benchmark compares with answers as the app does."""
 
 from __future__ import annotations
 
@@ -97,5 +98,27 @@ def test_linkage_match_load_on_a_subprocess_server(linkage_model, linkage_regist
         results = serve_load.check_malformed(port, serve_load.malformed_cases(family, None, None, probe["record"]))
         assert all(r["is_4xx"] and r["healthy_after"] for r in results), results
         assert proc.poll() is None
+    finally:
+        serve_load.stop_server(proc)
+
+
+def test_the_old_server_kept_for_the_benchmark_answers_as_the_app(graph_model, serve_load):
+    """``--servers stdlib`` (benchmarks/stdlib_server.py, the server ``engine serve`` ran before) answers the same
+    bodies as the FastAPI app, so the benchmark compares like with like."""
+    from fastapi.testclient import TestClient
+
+    from engine_serving import load_model
+    from engine_serving.app import create_app
+
+    _, bodies, _ = serve_load.valid_bodies(graph_model.export, k=4, seed=3)
+    proc, port = serve_load.start_server(graph_model.export, threads=1, server="stdlib")
+    try:
+        with TestClient(create_app(load_model(str(graph_model.export), threads=1))) as client:
+            for _ in range(5):
+                path, body = next(bodies)
+                status, old = serve_load.request(port, "POST", path, body)
+                new = client.post(path, json=body)
+                assert status == new.status_code == 200 and old == new.json(), (body, old, new.json())
+        assert serve_load.request(port, "POST", "/recommend", {"user": 7, "k": 0})[0] == 400
     finally:
         serve_load.stop_server(proc)

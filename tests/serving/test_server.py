@@ -209,3 +209,21 @@ def test_engine_serve_reports_a_busy_port(graph_model):
         port = busy.getsockname()[1]
         result = CliRunner().invoke(cli, ["serve", "--model", str(graph_model.export), "--port", str(port)])
     assert result.exit_code == 2 and "cannot listen on 127.0.0.1" in result.output.strip().splitlines()[-1]
+
+
+def test_bound_socket_gets_tcp_nodelay_from_asyncio():
+    """uvicorn serves on the socket ``bind`` made; asyncio sets TCP_NODELAY on accepted connections only when their
+    proto is TCP. Without it every keep-alive answer (headers and body: two writes) waited ~40 ms for the client's
+    delayed ACK (serve_load: 22 requests/s on one connection, 746 with it)."""
+    import socket
+
+    from engine_serving.app import bind
+
+    sock = bind("127.0.0.1", 0)
+    try:
+        with socket.create_connection(sock.getsockname()[:2], timeout=5):
+            conn, _ = sock.accept()
+            with conn:
+                assert conn.proto == socket.IPPROTO_TCP and conn.family == socket.AF_INET
+    finally:
+        sock.close()
