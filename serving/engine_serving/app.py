@@ -209,7 +209,11 @@ def create_app(model=None, *, batching: bool | None = None, max_batch: int | Non
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError):
-        return JSONResponse({"error": _validation_message(exc.errors())}, status_code=400)
+        message = _validation_message(exc.errors())
+        kind = request.headers.get("content-type", "")
+        if message == "the body must be a JSON object" and kind and "json" not in kind:  # curl -d without -H
+            message += f" with Content-Type: application/json (got Content-Type: {kind})"
+        return JSONResponse({"error": message}, status_code=400)
 
     @app.exception_handler(RequestError)
     async def _refused(request: Request, exc: RequestError):

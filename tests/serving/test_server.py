@@ -68,6 +68,8 @@ def test_graph_server(graph_model, client, batching):
         assert r.status_code == code and fragment in r.json()["error"], (payload, r.status_code, r.text)
     r = c.post("/recommend", content=b"{not json", headers={"Content-Type": "application/json"})
     assert r.status_code == 400 and r.json() == {"error": "the body is not valid JSON"}
+    r = c.post("/recommend", content=b'{"user": 7}', headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert r.status_code == 400 and "Content-Type: application/json" in r.json()["error"]  # curl -d without -H
     r = c.post("/match", json={"record": {"name": "x"}})
     assert r.status_code == 400 and "POST /recommend" in r.json()["error"]
     assert c.get("/nope").status_code == 404 and "no route /nope" in c.get("/nope").json()["error"]
