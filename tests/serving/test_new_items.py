@@ -172,6 +172,33 @@ def test_graph_new_items_through_engine_score(graph_export, tmp_path, plugins):
     assert set(zip(via["user"], via["item"])) == set(zip(new["user"], new["item"]))
 
 
+def test_graph_new_items_through_the_app_from_the_environment(graph_export, tmp_path, plugins, monkeypatch):
+    """``ENGINE_SERVE_NEW_ITEMS`` (``engine serve --new-items`` for ``uvicorn ... --factory``): /recommend ranks the
+    new items as ``engine score --new-items`` does."""
+    from fastapi.testclient import TestClient
+
+    from engine_serving.app import create_app
+
+    directory, cold, items = graph_export
+    _twin_table(tmp_path / "new.parquet", items, cold)
+    pl.DataFrame({"user": [3, 17]}).write_csv(tmp_path / "users.csv")
+    _invoke("score", "--model", directory, "--input", tmp_path / "users.csv", "--output", tmp_path / "out",
+            "--top-k", 10, "--new-items", tmp_path / "new.parquet")
+    want = pl.read_parquet(tmp_path / "out" / "*.parquet")
+    for name, value in {"ENGINE_SERVE_MODEL": str(directory), "ENGINE_SERVE_THREADS": "1",
+                        "ENGINE_SERVE_NEW_ITEMS": str(tmp_path / "new.parquet")}.items():
+        monkeypatch.setenv(name, value)
+    with TestClient(create_app()) as client:
+        assert client.get("/health").json()["num_items"] == NUM_ITEMS + cold.size
+        for user in (3, 17):
+            body = client.post("/recommend", json={"user": user, "k": 10}).json()
+            mine = want.filter(pl.col("user") == user).sort("rank")
+            # a new item and its cold twin score alike (1e-4): either may come first
+            assert all(a == b or abs(a - b) == NEW for a, b in zip(body["items"], mine["item"].to_list()))
+            assert any(i >= NEW for i in body["items"])
+            np.testing.assert_allclose(body["scores"], mine["score"].to_numpy(), atol=1e-4)
+
+
 def test_sequence_new_items_score_like_their_cold_twins(sequence_export, tmp_path, plugins):
     directory, cold, attributes = sequence_export
     assert cold.size > 0
