@@ -34,7 +34,8 @@ def _fake(tmp_path: Path, pieces: int = 3) -> tuple[SplitZipModel, dict[str, Pat
         path = tmp_path / "site" / f"part_{i}" / f"tiny.zip.{i:03d}"
         path.parent.mkdir(parents=True)
         path.write_bytes(chunk)
-        parts.append(Part(f"tiny-part-{i}", f"part_{i}/tiny.zip.{i:03d}", len(chunk), hashlib.sha256(chunk).hexdigest()))
+        digest = hashlib.sha256(chunk).hexdigest()
+        parts.append(Part(f"tiny-part-{i}", f"part_{i}/tiny.zip.{i:03d}", len(chunk), digest))
         where[parts[-1].distribution] = path
     assert b"".join(p.read_bytes() for p in where.values()) == blob
     return SplitZipModel("tiny-model", "tiny", tuple(parts), "tiny"), where

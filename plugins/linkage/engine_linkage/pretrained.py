@@ -157,8 +157,8 @@ def resolve_model(spec: str | None, *, where: str = "model", locate: Callable[[P
         path = Path(spec).expanduser()
         if path.is_dir():
             return path
-        raise ConfigError(f"{where}: {spec!r} is neither a packaged model ({', '.join(m.name for m in PACKAGED.values())}) "
-                          "nor an existing local model folder")
+        names = ", ".join(m.name for m in PACKAGED.values())
+        raise ConfigError(f"{where}: {spec!r} is neither a packaged model ({names}) nor an existing local model folder")
     if isinstance(model, WheelModel):
         import importlib
 
