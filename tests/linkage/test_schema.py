@@ -6,10 +6,12 @@ from __future__ import annotations
 import pytest
 
 from engine.errors import DataError
+from engine_linkage import schema
 from engine_linkage.schema import infer_fields, infer_modality
 from engine_linkage.sources import DeepMatcherCsvSource, DittoTxtSource, RecordTablesSource
 
-# 20 records. Each column's expected modality, worked out by the rule (module docstring):
+# 20 records (the rule applied without its minimum of records, min_records=0). Each column's expected modality,
+# worked out by the rule (module docstring):
 COLUMNS = {
     # 20 distinct strings of 5 words: not numbers, not repeated (20 values < 5 x 20 distinct) -> text
     "title": [f"acme widget model {i} deluxe edition" for i in range(20)],
@@ -46,7 +48,7 @@ EXPECTED = {"title": "text", "price": "numeric", "year": "numeric", "sku": "text
 
 
 def test_infer_fields_hand_built_columns():
-    inferred = infer_fields(COLUMNS, "t.csv")
+    inferred = infer_fields(COLUMNS, "t.csv", min_records=0)
     assert inferred.fields == EXPECTED
     assert list(inferred.fields) == list(EXPECTED)  # column order kept
     assert inferred.left_out == {"empty": "no value", "label": "an id or label column",
@@ -72,7 +74,18 @@ def test_infer_fields_hand_built_columns():
     (["a"] * 4, "text"),  # 4 values < 5 x 1: too few to call it a vocabulary
 ])
 def test_infer_modality_edges(values, modality):
-    assert infer_modality(values) == modality
+    assert infer_modality(values, min_records=0) == modality
+
+
+def test_fewer_records_than_the_minimum_are_text():
+    """Below MIN_RECORDS records (all tables together), numeric and categorical columns are text; image stays."""
+    assert schema.MIN_RECORDS == 1000
+    fewer = infer_fields(COLUMNS, "t.csv")  # 20 records
+    assert fewer.fields == {**{f: "text" for f in EXPECTED}, "photo": "image"}
+    numbers, brands = ["1.5", "2.5"] * 500, ["acme", "globex"] * 500  # 1,000 records: the rule applies
+    assert infer_modality(numbers) == "numeric" and infer_modality(brands) == "categorical"
+    assert infer_modality(numbers[:-1]) == "text" and infer_modality(brands[:-1]) == "text"
+    assert infer_modality([*numbers[:-1], None]) == "numeric"  # records count, missing values included
 
 
 def test_no_usable_column_names_file_and_columns():
@@ -84,6 +97,11 @@ def test_no_usable_column_names_file_and_columns():
 
 
 # -- the sources apply it -------------------------------------------------------------------------------------------
+
+@pytest.fixture
+def any_size(monkeypatch):
+    """The rule on tables of any size (MIN_RECORDS 0), so small tables show every modality."""
+    monkeypatch.setattr(schema, "MIN_RECORDS", 0)
 
 def _rows(n):
     """n records: name (text), brand (2 values: categorical), price (numeric), code (integers with a leading zero:
@@ -108,7 +126,7 @@ def write_tables(d, n=12):
 
 
 @pytest.mark.parametrize("fields", [None, "auto"])
-def test_record_tables_infers(tmp_path, fields):
+def test_record_tables_infers(tmp_path, any_size, fields):
     data = RecordTablesSource(str(write_tables(tmp_path / "rt")), fields=fields).load()
     assert data.fields == AUTO_SCHEMA
     assert set(data.left.columns) == set(data.right.columns) == set(AUTO_SCHEMA)  # left-out columns dropped
@@ -123,7 +141,7 @@ def test_record_tables_explicit_schema_wins(tmp_path):
     assert data.summary()["fields_inferred"] is False
 
 
-def test_record_tables_dedup_infers_from_left(tmp_path):
+def test_record_tables_dedup_infers_from_left(tmp_path, any_size):
     d = write_tables(tmp_path / "rt")
     for s in ("train", "valid", "test"):
         (d / f"{s}.csv").write_text("left_id,right_id,label\na0,a1,1\na2,a3,1\na0,a2,0\n")
@@ -159,7 +177,7 @@ def _deepmatcher(d, n=12, tables=True):
 
 
 @pytest.mark.parametrize("tables", [True, False])
-def test_deepmatcher_infers_with_and_without_tables(tmp_path, tables):
+def test_deepmatcher_infers_with_and_without_tables(tmp_path, any_size, tables):
     data = DeepMatcherCsvSource(str(_deepmatcher(tmp_path / "dm", tables=tables)), fields="auto").load()
     assert data.full_tables is tables
     assert data.fields == AUTO_SCHEMA and data.inferred.left_out == {"notes": "no value"}
@@ -170,7 +188,7 @@ def test_deepmatcher_explicit_schema_wins(tmp_path):
     assert data.fields == {"name": "text"} and data.inferred is None
 
 
-def test_ditto_infers(tmp_path):
+def test_ditto_infers(tmp_path, any_size):
     d = tmp_path / "ditto"
     d.mkdir()
     recs = [f"COL name VAL product number {i} deluxe COL brand VAL {'acme' if i % 2 else 'globex'} "

@@ -1,7 +1,8 @@
 """Every DeepMatcher pipeline of ``pipelines/`` runs with ``data.fields`` left to inference (issue #21).
 
 * fast: each pipeline, one epoch, on a small generated set in its source's layout whose columns no pipeline names
-  (``title, manufacturer, price``, Amazon-Google's), with the inferred schema checked;
+  (``title, manufacturer, price``, Amazon-Google's), with the inferred schema checked (the rule applied whatever the
+  tables' size, ``MIN_RECORDS`` 0, so the set has a text, a categorical and a numeric field);
 * a tracked run: the inferred schema is in the run's ``config``/``data`` params and its ``pipeline.yaml``, and that
   file, run again, gives the same figures;
 * slow (``ENGINE_SLOW_TESTS=1``): each pipeline on each real DeepMatcher set of its layout, the rows of
@@ -144,7 +145,10 @@ def tiny_bert(tmp_path_factory):
 
 
 @pytest.mark.parametrize("pipeline", PIPELINES, ids=[p.stem for p in PIPELINES])
-def test_pipeline_runs_with_inferred_schema(tmp_path, linkage_plugins, request, pipeline):
+def test_pipeline_runs_with_inferred_schema(tmp_path, linkage_plugins, request, monkeypatch, pipeline):
+    from engine_linkage import schema
+
+    monkeypatch.setattr(schema, "MIN_RECORDS", 0)
     if needs_minilm(pipeline) and not minilm_installed():
         pytest.skip("needs the all-MiniLM-L6-v2 wheel (engine-linkage[minilm])")
     doc = yaml.safe_load(pipeline.read_text())
@@ -160,9 +164,12 @@ def test_pipeline_runs_with_inferred_schema(tmp_path, linkage_plugins, request, 
         assert m["num_candidates"] == 40 * k and m["reduction_ratio"] == pytest.approx(1 - k / 40)
 
 
-def test_tracked_run_logs_inferred_schema_and_reruns_the_same(tmp_path, linkage_plugins):
+def test_tracked_run_logs_inferred_schema_and_reruns_the_same(tmp_path, linkage_plugins, monkeypatch):
     import mlflow
 
+    from engine_linkage import schema
+
+    monkeypatch.setattr(schema, "MIN_RECORDS", 0)
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     data = write_deepmatcher_set(tmp_path / "set")
     p = adapt(ROOT / "pipelines/linkage-structured-walmart-amazon.yaml", tmp_path, data, fields="auto", tracking=uri)

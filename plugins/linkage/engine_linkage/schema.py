@@ -16,7 +16,11 @@ applies:
    (record numbers, phone-like or model codes);
 4. ``categorical``: a short value from a small vocabulary: at most 50 distinct values, each seen 5 times on average
    (at least ``5 x distinct`` values), at most 4 words on average;
-5. ``text``: the rest.
+5. ``text``: the rest, and a column that steps 3 or 4 call ``numeric`` or ``categorical`` when the tables hold fewer
+   than :data:`MIN_RECORDS` (1,000) records in all: the ``numeric`` and ``categorical`` encoders are trained from
+   scratch per value and learn from a few hundred training pairs more slowly than char n-grams, which read numbers and
+   categories as text too (on DeepMatcher's Beer, iTunes-Amazon and Fodors-Zagats, a few hundred records each, they
+   cost F1 in BENCHMARKS.md's runs; on DBLP-ACM and Walmart-Amazon, thousands, they do not).
 
 The modalities inferred (``text``, ``categorical``, ``numeric``, ``image``) are all encodable by any linkage model: a
 modality that ``model.encoders`` does not name gets its default encoder (``engine.fields.DEFAULT_FIELD_ENCODERS``:
@@ -32,8 +36,8 @@ from dataclasses import dataclass
 from engine.errors import DataError
 
 __all__ = ["AUTO", "PLACEHOLDERS", "IMAGE_SHARE", "NUMERIC_SHARE", "CODE_DISTINCT_SHARE", "CATEGORICAL_MAX_DISTINCT",
-           "CATEGORICAL_MIN_REPEATS", "CATEGORICAL_MAX_WORDS", "NUMBER", "Inferred", "is_auto", "left_out_reason",
-           "infer_modality", "infer_fields"]
+           "CATEGORICAL_MIN_REPEATS", "CATEGORICAL_MAX_WORDS", "MIN_RECORDS", "NUMBER", "Inferred", "is_auto",
+           "left_out_reason", "infer_modality", "infer_fields"]
 
 #: the value of ``data.fields`` that asks for inference (as does leaving it out)
 AUTO = "auto"
@@ -45,6 +49,7 @@ CODE_DISTINCT_SHARE = 0.5  #: integer columns with more distinct values than thi
 CATEGORICAL_MAX_DISTINCT = 50
 CATEGORICAL_MIN_REPEATS = 5  #: values per distinct value, on average
 CATEGORICAL_MAX_WORDS = 4.0  #: words per value, on average
+MIN_RECORDS = 1000  #: fewer records (all tables together) than this: numeric and categorical columns are text
 
 #: a number alone: currency sign, sign, digits (thousands separated or not), decimals, exponent, percent
 NUMBER = re.compile(r"^[$€£¥]?\s*[-+]?\s*[$€£¥]?\s*"
@@ -85,8 +90,15 @@ def _is_number(value: str) -> bool:
     return NUMBER.match(value) is not None and any(c.isdigit() for c in value)
 
 
-def infer_modality(values: Sequence[str | None]) -> str | None:
-    """The modality of one column by the rule of this module (steps 2 to 5); ``None`` when it has no value."""
+def infer_modality(values: Sequence[str | None], min_records: int | None = None) -> str | None:
+    """The modality of one column (``values``: one per record of every table, ``None`` when missing) by the rule of
+    this module (steps 2 to 5; ``min_records``: :data:`MIN_RECORDS` unless given); ``None`` when it has no value."""
+    modality = _modality(values)
+    small = len(values) < (MIN_RECORDS if min_records is None else min_records)
+    return "text" if small and modality in ("numeric", "categorical") else modality
+
+
+def _modality(values: Sequence[str | None]) -> str | None:
     present = [v.strip() for v in values if v is not None and v.strip() and v.strip().lower() not in PLACEHOLDERS]
     n = len(present)
     if n == 0:
@@ -109,8 +121,9 @@ def infer_modality(values: Sequence[str | None]) -> str | None:
     return "text"
 
 
-def infer_fields(columns: Mapping[str, Sequence[str | None]], where: str) -> Inferred:
-    """The schema of ``columns`` (name -> every table's values of that column, concatenated).
+def infer_fields(columns: Mapping[str, Sequence[str | None]], where: str, min_records: int | None = None) -> Inferred:
+    """The schema of ``columns`` (name -> every table's values of that column, concatenated; ``min_records`` as in
+    :func:`infer_modality`).
 
     Raises :class:`engine.errors.DataError` naming ``where`` (the files read) and the columns when no column is left.
     """
@@ -118,7 +131,7 @@ def infer_fields(columns: Mapping[str, Sequence[str | None]], where: str) -> Inf
     left_out: dict[str, str] = {}
     for name, values in columns.items():
         reason = left_out_reason(name)
-        modality = None if reason else infer_modality(values)
+        modality = None if reason else infer_modality(values, min_records)
         if reason is None and modality is None:
             reason = "no value"
         if reason:
