@@ -31,7 +31,7 @@ from typing import Annotated, ClassVar, Literal
 
 import numpy as np
 import polars as pl
-from pydantic import AfterValidator, Field, model_validator
+from pydantic import AfterValidator, Field, WrapValidator, model_validator
 
 from engine.components import Component, ComponentConfig
 from engine.errors import DataError
@@ -56,7 +56,16 @@ def _known_modality(value: str) -> str:
 
 Modality = Annotated[str, AfterValidator(_known_modality)]  #: one of engine.fields.MODALITIES
 #: ``data.fields`` of the sources that infer a schema: ``{field: modality}``, or ``auto`` / omitted to infer it
-Schema = dict[str, Modality] | Literal["auto"] | None
+def _schema_or_auto(value, handler):
+    """``auto`` as it is; any other value validated as ``{field: modality}`` (so an error names the field)."""
+    if value == AUTO:
+        return AUTO
+    if isinstance(value, str):
+        raise ValueError(f"expected a mapping {{field: modality}} or {AUTO!r} (got {value!r})")
+    return handler(value)
+
+
+Schema = Annotated[dict[str, Modality] | None, WrapValidator(_schema_or_auto)]
 INFERRED = "field -> modality; omitted or auto: inferred from the tables (numeric, short categorical, text, image)"
 
 
