@@ -1,5 +1,6 @@
 """Atomic file writes: a temporary file beside the target, moved onto it only when the write succeeded, so a crash
-or a kill at any point leaves either the previous file or the new one, never half of one."""
+or a kill at any point leaves either the previous file or the new one, never half of one; and an exclusive lock file
+for work two processes must not do at once."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any, Iterator
 
-__all__ = ["atomic_path", "atomic_open"]
+__all__ = ["atomic_path", "atomic_open", "exclusive_lock"]
 
 
 @contextmanager
@@ -35,3 +36,20 @@ def atomic_open(path: str | Path, mode: str = "wb", **kwargs: Any) -> Iterator[I
         yield fh
         fh.flush()
         os.fsync(fh.fileno())
+
+
+@contextmanager
+def exclusive_lock(path: str | Path) -> Iterator[None]:
+    """Hold an exclusive advisory lock on the file ``path`` (created if absent) for the block, waiting for another
+    process that holds it. Where there are no advisory locks (not POSIX), the block runs unlocked."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not on POSIX
+        yield
+        return
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

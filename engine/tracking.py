@@ -14,6 +14,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
+from .files import exclusive_lock
+
 _BAD = re.compile(r"[^A-Za-z0-9_\-. /:]")
 
 
@@ -69,20 +71,11 @@ def default_tracking_uri(root: str | Path = ".") -> str:
 def _store_lock(uri: str) -> Iterator[None]:
     """An exclusive lock beside a local sqlite store (``mlflow.db.lock``), held while a process opens the store and
     its run: MLflow creates the schema on first use, and two processes doing it at once fail half-way."""
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - not on POSIX
-        yield
-        return
     if not uri.startswith("sqlite:///"):
         yield
         return
-    with open(Path(uri[len("sqlite:///") :] + ".lock"), "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    with exclusive_lock(uri[len("sqlite:///") :] + ".lock"):
+        yield
 
 
 class MlflowTracker(Tracker):

@@ -31,12 +31,12 @@ import os
 import shutil
 import tempfile
 import zipfile
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 from engine.errors import ConfigError
+from engine.files import exclusive_lock
 
 __all__ = ["Part", "SplitZipModel", "WheelModel", "PACKAGED", "MPNET", "MINILM", "ModelNotInstalledError",
            "CorruptModelError", "resolve_model", "assemble", "cache_root", "installed_part"]
@@ -171,21 +171,6 @@ def resolve_model(spec: str | None, *, where: str = "model", locate: Callable[[P
     return assemble(model, locate=locate, cache_dir=cache_dir, where=where)
 
 
-@contextmanager
-def _lock(path: Path) -> Iterator[None]:
-    try:
-        import fcntl
-    except ImportError:  # no advisory locks (Windows): the rename below still keeps assembly atomic
-        yield
-        return
-    with open(path, "a+") as fh:
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
-
-
 def _ready(target: Path, model: SplitZipModel) -> bool:
     try:
         marker = json.loads((target / MARKER).read_text())
@@ -216,7 +201,7 @@ def assemble(model: SplitZipModel, *, locate: Callable[[Part], Path | None] = in
     except OSError as e:
         raise ConfigError(f"{where}: cannot create the model cache {str(root)!r} ({e}); set {CACHE_ENV} to a "
                           "writable folder") from None
-    with _lock(root / f".{model.name}.lock"):
+    with exclusive_lock(root / f".{model.name}.lock"):
         if _ready(target, model):  # another process assembled it while we waited
             return target / model.folder
         tmp = Path(tempfile.mkdtemp(prefix=f".{model.name}-", dir=root))
