@@ -63,13 +63,10 @@ def log_export(cfg, checkpoint: Path, output: str) -> str | None:
             break
     if not run_id:
         return None
-    import os
-
     from .publish import log_export_dir
-    from .tracking import default_tracking_uri
+    from .tracking import tracking_uri
 
-    return log_export_dir(cfg.tracking.uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(), run_id,
-                          output)
+    return log_export_dir(tracking_uri(cfg.tracking.uri), run_id, output)
 
 
 def _serving():

@@ -67,6 +67,11 @@ def default_tracking_uri(root: str | Path = ".") -> str:
     return f"sqlite:///{path}"
 
 
+def tracking_uri(uri: str | None = None) -> str:
+    """The MLflow store to use: ``uri`` when given, else ``MLFLOW_TRACKING_URI``, else :func:`default_tracking_uri`."""
+    return uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri()
+
+
 @contextmanager
 def _store_lock(uri: str) -> Iterator[None]:
     """An exclusive lock beside a local sqlite store (``mlflow.db.lock``), held while a process opens the store and
@@ -90,7 +95,7 @@ class MlflowTracker(Tracker):
         from mlflow.tracking import MlflowClient
 
         self._mlflow = mlflow
-        uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri()
+        uri = tracking_uri(uri)
         if uri.startswith("sqlite:///"):
             Path(uri[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
         self.uri = uri

@@ -40,9 +40,9 @@ def _run_artifacts(run_id: str, sub: str, tracking_uri: str | None) -> Path:
 
     from mlflow.tracking import MlflowClient
 
-    from engine.tracking import default_tracking_uri
+    from engine.tracking import tracking_uri as resolve_uri
 
-    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri()
+    uri = resolve_uri(tracking_uri)
     if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).is_file():
         raise ModelError(f"run {run_id}: no MLflow store at {uri} (set --tracking-uri or MLFLOW_TRACKING_URI)")
     client = MlflowClient(tracking_uri=uri)
