@@ -129,14 +129,10 @@ def score_file(model: str, input_path: str, output: str, top_k: int | None, chun
 def _scoring_model(serving, model: str, tracking_uri: str | None, threads: int | None, new_items: str | None,
           new_items_id: str | None, echo) -> tuple[Any, dict[str, int]]:
     """The model of ``engine score`` / ``engine serve``, with ``new_items`` added to its catalogue."""
-    from .errors import ConfigError
-
-    loaded = serving.load_model(model, tracking_uri=tracking_uri, threads=threads)
-    if new_items is None:
-        return loaded, {}
-    if loaded.family == "linkage":
-        raise ConfigError("--new-items: a linkage model has no item catalogue (its input is the records)")
-    added = loaded.add_items(new_items, new_items_id)
+    loaded, added = serving.load_with_new_items(model, tracking_uri=tracking_uri, threads=threads,
+                                                new_items=new_items, new_items_id=new_items_id)
+    if not added:
+        return loaded, added
     echo(f"new items from {new_items}: {added['new_items']} added, {added['new_items_skipped']} already in the "
          "catalogue (kept the model's own vectors)")
     return loaded, added

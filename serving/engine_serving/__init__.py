@@ -8,8 +8,8 @@ from .errors import JobError, ModelError
 from .faiss_index import FaissTopK
 from .job import JobSummary, run_job, score_chunk, write_part
 from .linkage import LinkageModel, match_chunk
-from .model import ExportedModel, load_model
+from .model import ExportedModel, load_model, load_with_new_items
 from .topk import masked_topk
 
 __all__ = ["ExportedModel", "FaissTopK", "JobError", "JobSummary", "LinkageModel", "ModelError", "load_model",
-           "masked_topk", "match_chunk", "run_job", "score_chunk", "write_part"]
+           "load_with_new_items", "masked_topk", "match_chunk", "run_job", "score_chunk", "write_part"]

@@ -77,20 +77,18 @@ def _env_settings() -> dict[str, Any]:
 
 def model_from_env():
     """The model the ``ENGINE_SERVE_*`` variables name (see the module docstring), loaded. Raises ModelError."""
-    from .model import load_model
+    from .model import load_with_new_items
 
     source = os.environ.get("ENGINE_SERVE_MODEL", "").strip()
     if not source:
         raise ModelError("ENGINE_SERVE_MODEL is not set: name the model to serve, e.g. ENGINE_SERVE_MODEL=out/export "
                          "uvicorn engine_serving.app:create_app --factory (an `engine export` directory, an MLflow "
                          "run id or a runs:/<run_id>/<path> URI)")
-    threads = _env_int("ENGINE_SERVE_THREADS", None, 1)
-    model = load_model(source, tracking_uri=os.environ.get("ENGINE_SERVE_TRACKING_URI") or None, threads=threads)
-    new_items = os.environ.get("ENGINE_SERVE_NEW_ITEMS", "").strip()
-    if new_items:
-        if model.family == "linkage":
-            raise ModelError("ENGINE_SERVE_NEW_ITEMS: a linkage model has no item catalogue (its input is the records)")
-        model.add_items(new_items, os.environ.get("ENGINE_SERVE_NEW_ITEMS_ID") or None)
+    model, _ = load_with_new_items(source, tracking_uri=os.environ.get("ENGINE_SERVE_TRACKING_URI") or None,
+                                   threads=_env_int("ENGINE_SERVE_THREADS", None, 1),
+                                   new_items=os.environ.get("ENGINE_SERVE_NEW_ITEMS", "").strip() or None,
+                                   new_items_id=os.environ.get("ENGINE_SERVE_NEW_ITEMS_ID") or None,
+                                   option="ENGINE_SERVE_NEW_ITEMS")
     return model
 
 

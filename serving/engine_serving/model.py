@@ -30,7 +30,7 @@ from engine.errors import DataError
 from .errors import ModelError
 from .topk import masked_topk
 
-__all__ = ["ExportedModel", "load_model", "read_export", "make_session"]
+__all__ = ["ExportedModel", "load_model", "load_with_new_items", "read_export", "make_session"]
 
 log = logging.getLogger("engine.serving")
 
@@ -304,3 +304,17 @@ def load_model(model: str, tracking_uri: str | None = None, prefer_gpu: bool = T
 
         return LinkageModel(directory, prefer_gpu=prefer_gpu, threads=threads)
     return ExportedModel(directory, prefer_gpu=prefer_gpu, threads=threads)
+
+
+def load_with_new_items(model: str, tracking_uri: str | None = None, threads: int | None = None,
+                        new_items: str | None = None, new_items_id: str | None = None,
+                        option: str = "--new-items") -> tuple[Any, dict[str, int]]:
+    """:func:`load_model`, then the items of the feature table ``new_items`` added to its catalogue (see
+    :meth:`ExportedModel.add_items`): ``(model, counts)``, counts empty without ``new_items``. ``option`` names
+    where ``new_items`` came from in the error a linkage model gets (it has no item catalogue)."""
+    loaded = load_model(model, tracking_uri=tracking_uri, threads=threads)
+    if not new_items:
+        return loaded, {}
+    if loaded.family == "linkage":
+        raise ModelError(f"{option}: a linkage model has no item catalogue (its input is the records)")
+    return loaded, loaded.add_items(new_items, new_items_id)
