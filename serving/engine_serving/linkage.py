@@ -3,7 +3,8 @@
 An export of the ``linkage`` family holds ``record_encoder.onnx`` and the files of
 :func:`engine_linkage.export.write_serving_files` (``export.json``'s ``serving`` block names them): the right
 table's ids and record vectors, each slot's featuriser (its registry encoder name and options), the threshold chosen
-on valid, and with a pair classifier ``pair_scorer.onnx`` plus the right table's features, or with a cross-encoder
+on valid, and with a pair classifier ``pair_scorer.onnx`` plus the right table's features (and, when it reads
+weight-free pair features, ``pair_features.json`` and the right table's values), or with a cross-encoder
 ``cross_encoder.onnx``, its tokenizer and the right table serialised.
 
 Matching a record, as the task does in evaluation:
@@ -16,7 +17,9 @@ Matching a record, as the task does in evaluation:
    dedup export (one table), a record of the table whose id is the input record's is not its own candidate;
 4. score each candidate: the cross-encoder's probability where the export has one (the record serialised as
    ``field: value | ...``, the pair tokenised as in training), else the pair classifier's, else the cosine; order
-   the record's candidates by score and, with ``matches_only``, keep those scoring at least the threshold.
+   the record's candidates by score and, with ``matches_only``, keep those scoring at least the threshold. The pair
+   classifier's weight-free features (TF-IDF cosines with the fitted idf, typed spans) are computed from the raw
+   values of both records (:class:`engine_linkage.pair_features.PairFeatures`), as in training.
 """
 
 from __future__ import annotations
@@ -80,6 +83,8 @@ class LinkageModel:
         names = ["encoder", "right_ids", "right_vectors"]
         if serving.get("pair_scorer"):
             names += ["pair_scorer", "right_features_ids", "right_features_values"]
+        if serving.get("pair_features"):
+            names += ["pair_features", "right_records"]
         if serving.get("cross_encoder"):
             names += ["cross_encoder", "right_texts"]
         files = {k: self.directory / serving[k] for k in names}
@@ -106,6 +111,9 @@ class LinkageModel:
             self.pair_inputs = [i.name for i in self.pair_session.get_inputs()]
             self.right_features = {"ids": np.load(files["right_features_ids"], mmap_mode="r"),
                                    "values": np.load(files["right_features_values"], mmap_mode="r")}
+        self.pair_features = None
+        if serving.get("pair_features"):
+            self._load_pair_features(serving, files)
         self.cross_session = None
         if serving.get("cross_encoder"):
             self._load_cross(serving, files, prefer_gpu)
@@ -116,6 +124,21 @@ class LinkageModel:
         self.index_kind = "exact"
         log.info("linkage model %s: %d right records, fields %s, score %s, onnxruntime provider %s",
                  self.directory, self.num_right, ", ".join(self.fields), self.score_kind, self.provider)
+
+    def _load_pair_features(self, serving: dict[str, Any], files: dict[str, Path]) -> None:
+        import json
+
+        try:
+            from engine_linkage.pair_features import PairFeatures
+        except ImportError:
+            raise ModelError(f"{self.directory}: the pair classifier reads weight-free pair features, computed by "
+                             "the engine-linkage package (`pip install engine-linkage`)") from None
+        state = json.loads(files["pair_features"].read_text(encoding="utf-8"))
+        table = record_columns(pl.read_parquet(files["right_records"]), self.fields)
+        try:
+            self.pair_features = PairFeatures.from_state(state, table)
+        except (KeyError, TypeError, ValueError) as e:
+            raise ModelError(f"{files['pair_features']}: unreadable pair features ({e})") from None
 
     def _load_cross(self, serving: dict[str, Any], files: dict[str, Path], prefer_gpu: bool) -> None:
         tokenizer_dir = self.directory / serving["cross_tokenizer"]
@@ -172,15 +195,24 @@ class LinkageModel:
                                                                empty, empty)
         return cols, vals
 
-    def pair_scores(self, ids: np.ndarray, values: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    def pair_scores(self, ids: np.ndarray, values: np.ndarray, rows: np.ndarray, cols: np.ndarray,
+                    columns: dict[str, list[str | None]] | None = None) -> np.ndarray:
         """Match probabilities of pairs (left record ``rows[i]`` of ``ids`` / ``values``, right record
-        ``cols[i]``), from the pair scorer."""
+        ``cols[i]``), from the pair scorer; ``columns`` (the left records' values) feed its weight-free features."""
         left = {"ids": ids, "values": values}
+        features = None
+        if self.pair_features is not None:
+            if columns is None:
+                raise ValueError("pair_scores: this model's pair features need the records' values (columns)")
+            features = self.pair_features.with_left(columns)
         out = []
         for s in range(0, rows.size, PAIR_BATCH):
             r, c = rows[s:s + PAIR_BATCH], cols[s:s + PAIR_BATCH]
             feeds = {}
             for name in self.pair_inputs:  # left_ids, left_values, right_ids, right_values (those in use)
+                if name == "pair_features":
+                    feeds[name] = features(r, c)
+                    continue
                 side, kind = name.split("_", 1)
                 source = left[kind][r] if side == "left" else self.right_features[kind][c]
                 feeds[name] = np.ascontiguousarray(source)
@@ -220,7 +252,7 @@ class LinkageModel:
         rescored = self.cross_session is not None or self.pair_session is not None
         if rescored and rows.size:
             scores = (self.cross_scores(columns, rows, cols) if self.cross_session is not None
-                      else self.pair_scores(ids, values, rows, cols)).astype(np.float32)
+                      else self.pair_scores(ids, values, rows, cols, columns)).astype(np.float32)
             order = np.lexsort((-scores, rows))  # stable: ties keep the cosine order
             rows, cols, scores = rows[order], cols[order], scores[order]
         if matches_only:

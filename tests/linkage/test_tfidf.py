@@ -121,13 +121,13 @@ def test_sparse_blocking_equals_dense_exact_search():
 
 def test_classifier_takes_tfidf_features():
     torch.manual_seed(0)
-    clf = PairClassifier(num_fields=2, dim=4, num_jaccard=1, num_tfidf=3)
+    clf = PairClassifier(num_fields=2, dim=4, num_jaccard=1, num_pair_features=3)
     fl, fr = torch.randn(5, 2, 4), torch.randn(5, 2, 4)
     m = torch.ones(5, 2, dtype=torch.bool)
     u, v = torch.randn(5, 4), torch.randn(5, 4)
     out = clf(fl, m, fr, m, u, v, torch.rand(5, 1), torch.rand(5, 3))
     assert out.shape == (5,) and clf.mlp[0].in_features == 3 * 2 + 1 + 3 + 1
-    with pytest.raises(ValueError, match="built for 3 TF-IDF features, got none"):
+    with pytest.raises(ValueError, match="built for 3 pair features, got none"):
         clf(fl, m, fr, m, u, v, torch.rand(5, 1))
 
 
@@ -135,7 +135,7 @@ def test_classifier_without_learned_features_ignores_the_encoder():
     """``learned_features=False``: the logit depends on presence, Jaccard and TF-IDF only (not on the field or record
     vectors), and its input width is 2 F + J + T."""
     torch.manual_seed(0)
-    clf = PairClassifier(num_fields=2, dim=4, num_jaccard=1, num_tfidf=3, learned_features=False)
+    clf = PairClassifier(num_fields=2, dim=4, num_jaccard=1, num_pair_features=3, learned_features=False)
     assert clf.mlp[0].in_features == 2 * 2 + 1 + 3
     m = torch.tensor([[True, True], [True, False], [False, True]])
     jac, tf = torch.rand(3, 1), torch.rand(3, 3)

@@ -1,6 +1,7 @@
 """TF-IDF in the ``linkage`` task: ``model.rerank.tfidf`` features reach the pair classifier with the values of
 :class:`TfidfPairFeatures` fitted on both tables, ``model.blocking: tfidf | both`` gives the exact sparse top-k (and
-the union with the vector index), a whole run learns with them, and the export refuses them with a clear error."""
+the union with the vector index), a whole run learns with them and exports them (their fitted state beside the
+pair scorer)."""
 
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ def test_classifier_features_are_the_tfidf_cosines(tmp_path, linkage_plugins):
     assert model.classifier.mlp[0].in_features == 3 * len(task.slots) + len(names) + 1
     d = task.data
     p = d.pairs["valid"]
-    got = task._tfidf(p.left, p.right, "cpu").numpy()
+    got = task._pair_features(p.left, p.right, "cpu").numpy()
     left = {f: d.left.values(f) for f in FIELDS}
     right = {f: d.right.values(f) for f in FIELDS}
     want = TfidfPairFeatures(left, right, list(FIELDS), ["word", "char"], per_field=["name", "city"])(p.left, p.right)
@@ -60,13 +61,16 @@ def test_tfidf_blocking(tmp_path, linkage_plugins, how):
         assert np.mean([(i, i) in set(zip(cl.tolist(), cr.tolist())) for i in range(40)]) >= 0.9
 
 
-def test_run_with_tfidf_features_and_the_export_refusal(tmp_path, linkage_plugins):
+def test_run_with_tfidf_features_and_their_export(tmp_path, linkage_plugins):
     d = write_deepmatcher(tmp_path / "dm")
     p = pipeline(tmp_path, {"source": "deepmatcher_csv", "path": str(d), "fields": FIELDS},
                  {"rerank": {"tfidf": ["char"]}, "blocking": "both"})
     invoke("run", p, "--metrics-out", tmp_path / "m.json")
     m = json.loads((tmp_path / "m.json").read_text())
     assert m["f1"] >= 0.85 and m["pair_completeness"] >= 0.9, m
-    out = invoke("export", p, "-o", tmp_path / "onnx", ok=False)
-    assert out.exit_code != 0 and "model.rerank.tfidf: a pair classifier with TF-IDF features is not exported" \
-        in out.output
+    invoke("export", p, "-o", tmp_path / "onnx")
+    serving = json.loads((tmp_path / "onnx" / "export.json").read_text())["serving"]
+    assert serving["pair_features"] == "pair_features.json" and serving["pair_scorer_max_abs_diff"] < 1e-5
+    state = json.loads((tmp_path / "onnx" / "pair_features.json").read_text())
+    assert state["names"] == serving["pair_feature_names"] == [f"tfidf_char_{s}" for s in ("record", "name", "city")]
+    assert (tmp_path / "onnx" / "right_records.parquet").is_file()

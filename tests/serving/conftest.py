@@ -211,6 +211,14 @@ def linkage_model(tmp_path_factory) -> Trained:
 
 
 @pytest.fixture(scope="session")
+def linkage_features_model(tmp_path_factory) -> Trained:
+    """The same data, the pair classifier over weight-free features only: TF-IDF cosines (word, char) and typed
+    spans, computed from the raw values at serving time."""
+    return _linkage(tmp_path_factory, "linkage-features", {"rerank": {
+        "tfidf": ["word", "char"], "spans": True, "learned_features": False}})
+
+
+@pytest.fixture(scope="session")
 def linkage_cosine_model(tmp_path_factory) -> Trained:
     """The same data, cosine scores (no classifier), mean fusion and a whole-record field."""
     return _linkage(tmp_path_factory, "linkage-cosine", {"rerank": None, "fusion": "mean", "whole_record": True})

@@ -73,10 +73,12 @@ def test_featurisation_from_the_registry_equals_training(which, request, linkage
         np.testing.assert_array_equal(values, want_values.numpy())
 
 
-@pytest.mark.parametrize("which", ["linkage_model", "linkage_cosine_model"])
+@pytest.mark.parametrize("which", ["linkage_model", "linkage_features_model", "linkage_cosine_model"])
 def test_onnx_parity_encoder_and_pair_scorer(which, request, linkage_registry):
-    """onnxruntime vs PyTorch: record vectors of both tables, the exported right vectors, and pair scores."""
+    """onnxruntime vs PyTorch: record vectors of both tables, the exported right vectors, and pair scores (with
+    weight-free pair features: recomputed from the raw left records and the exported state)."""
     from engine_serving import load_model
+    from engine_serving.linkage import record_columns
 
     trained = request.getfixturevalue(which)
     task, model = trained.task, trained.model
@@ -90,17 +92,20 @@ def test_onnx_parity_encoder_and_pair_scorer(which, request, linkage_registry):
             np.testing.assert_allclose(served.right_vectors, want, atol=1e-6)
     assert served.right_ids.to_list() == task.data.right.ids
     meta = json.loads((trained.export / "export.json").read_text())["serving"]
-    if which == "linkage_model":
+    if which != "linkage_cosine_model":
         assert served.score_kind == "probability" and meta["pair_scorer_max_abs_diff"] < 1e-5
         p = task.data.pairs["valid"]
         ids, values = task.features["left"]
-        got = served.pair_scores(ids.numpy(), values.numpy(), p.left, p.right)
+        frame = pl.read_csv(tables(trained)[0], infer_schema=False)
+        got = served.pair_scores(ids.numpy(), values.numpy(), p.left, p.right,
+                                 record_columns(frame, served.input_fields))
         np.testing.assert_allclose(got, task.score_pairs(model, p.left, p.right), atol=1e-5)
     else:
         assert served.score_kind == "cosine" and served.pair_session is None
 
 
 @pytest.mark.parametrize("which, matches_only", [("linkage_model", False), ("linkage_model", True),
+                                                 ("linkage_features_model", False), ("linkage_features_model", True),
                                                  ("linkage_cosine_model", True), ("linkage_cross_model", True)])
 def test_score_job_equals_the_naive_reference(which, matches_only, request, linkage_registry, tmp_path):
     trained = request.getfixturevalue(which)

@@ -31,6 +31,9 @@ class RerankConfig(ComponentConfig):
     tfidf: list[Literal["word", "char"]] = Field(
         default_factory=list, description="untrained TF-IDF cosines as features (word unigrams, char 3-grams; idf "
                                           "fitted on both tables): of the whole record and of each text field")
+    spans: bool = Field(False, description="typed-span features: product codes shared or contained, number "
+                                           "overlap, relative difference of each numeric field "
+                                           "(engine_linkage.spans; no weights)")
 
     @model_validator(mode="after")
     def _vector_features_are_learned(self):

@@ -5,8 +5,11 @@
   combination (id fields only, value fields only, both).
 * :func:`write_serving_files`: the right table's record vectors and ids (the candidates of ``engine score`` and of
   ``POST /match``), how to featurise a raw record again (each slot's registry encoder and options), the threshold,
-  and with a pair classifier (``model.rerank``) ``pair_scorer.onnx`` (both featurised records of a pair -> match
-  probability) with the right table's features.
+  and with a pair classifier (``model.rerank``) ``pair_scorer.onnx`` (both featurised records of a pair, and with
+  ``model.rerank.tfidf`` / ``spans`` their weight-free pair features -> match probability) with the right table's
+  features; the weight-free features are computed outside the graph, from ``pair_features.json`` (fitted
+  vocabularies and idf: :meth:`engine_linkage.pair_features.PairFeatures.state`) and the right table's values
+  (``right_records.parquet``).
 * :func:`write_cross_encoder`: with ``model.cross_encoder``, ``cross_encoder.onnx`` (token ids of serialised pairs
   -> match probability; dynamic batch and length), its tokenizer, and the right table serialised.
 """
@@ -42,14 +45,14 @@ class _PairBoth(nn.Module):
         self.encoder, self.classifier = encoder, classifier
         self.jaccard_slices = [(int(o), int(w)) for o, w in jaccard_slices]
 
-    def score(self, li: Tensor, lv: Tensor, ri: Tensor, rv: Tensor) -> Tensor:
+    def score(self, li: Tensor, lv: Tensor, ri: Tensor, rv: Tensor, pair: Tensor | None = None) -> Tensor:
         enc = self.encoder
         fl, ml = enc.field_vectors(li, lv)
         fr, mr = enc.field_vectors(ri, rv)
         u, v = enc.fuse(fl, ml), enc.fuse(fr, mr)
         jac = (torch.stack([jaccard(li[:, o:o + w], ri[:, o:o + w]) for o, w in self.jaccard_slices], 1)
                if self.jaccard_slices else None)
-        return torch.sigmoid(self.classifier(fl, ml, fr, mr, u, v, jac))
+        return torch.sigmoid(self.classifier(fl, ml, fr, mr, u, v, jac, pair))
 
     def forward(self, left_ids: Tensor, left_values: Tensor, right_ids: Tensor, right_values: Tensor) -> Tensor:
         return self.score(left_ids, left_values, right_ids, right_values)
@@ -67,17 +70,40 @@ class _PairValues(_PairBoth):
         return self.score(none, left_values, none, right_values)
 
 
-def pair_scorer_export(encoder: nn.Module, classifier: nn.Module, slots,
-                       jaccard_slots=()) -> tuple[nn.Module, tuple[str, ...]]:
+class _PairBothFeatures(_PairBoth):
+    def forward(self, left_ids: Tensor, left_values: Tensor, right_ids: Tensor, right_values: Tensor,  # type: ignore[override]
+                pair_features: Tensor) -> Tensor:
+        return self.score(left_ids, left_values, right_ids, right_values, pair_features)
+
+
+class _PairIdsFeatures(_PairBoth):
+    def forward(self, left_ids: Tensor, right_ids: Tensor, pair_features: Tensor) -> Tensor:  # type: ignore[override]
+        none = torch.zeros(left_ids.shape[0], 0, dtype=torch.float32)
+        return self.score(left_ids, none, right_ids, none, pair_features)
+
+
+class _PairValuesFeatures(_PairBoth):
+    def forward(self, left_values: Tensor, right_values: Tensor, pair_features: Tensor) -> Tensor:  # type: ignore[override]
+        none = torch.zeros(left_values.shape[0], 0, dtype=torch.long)
+        return self.score(none, left_values, none, right_values, pair_features)
+
+
+def pair_scorer_export(encoder: nn.Module, classifier: nn.Module, slots, jaccard_slots=(),
+                       pair_features: bool = False) -> tuple[nn.Module, tuple[str, ...]]:
     """The pair classifier as a module of the featurised left and right records (one input per side and kind
-    in use: ``left_ids``, ``left_values``, ``right_ids``, ``right_values``) -> match probability ``[batch]``."""
+    in use: ``left_ids``, ``left_values``, ``right_ids``, ``right_values``), and with ``pair_features`` their
+    weight-free features (input ``pair_features``, ``float32 [batch, F]``) -> match probability ``[batch]``."""
     kinds = {s.kind for s in slots}
     slices = [(s.offset, s.width) for s in jaccard_slots]
+    extra = ("pair_features",) if pair_features else ()
     if kinds == {"ids"}:
-        return _PairIds(encoder, classifier, slices).eval(), ("left_ids", "right_ids")
+        cls = _PairIdsFeatures if pair_features else _PairIds
+        return cls(encoder, classifier, slices).eval(), ("left_ids", "right_ids", *extra)
     if kinds == {"values"}:
-        return _PairValues(encoder, classifier, slices).eval(), ("left_values", "right_values")
-    return _PairBoth(encoder, classifier, slices).eval(), ("left_ids", "left_values", "right_ids", "right_values")
+        cls = _PairValuesFeatures if pair_features else _PairValues
+        return cls(encoder, classifier, slices).eval(), ("left_values", "right_values", *extra)
+    cls = _PairBothFeatures if pair_features else _PairBoth
+    return cls(encoder, classifier, slices).eval(), ("left_ids", "left_values", "right_ids", "right_values", *extra)
 
 
 # -- serving files --------------------------------------------------------------------------------------------------
@@ -90,7 +116,8 @@ def _vectors(encoder: nn.Module, ids: Tensor, values: Tensor, batch: int) -> np.
 def write_serving_files(directory: str | Path, encoder: nn.Module, slots, right_ids: Sequence[str],
                         right_features: tuple[Tensor, Tensor], *, fields: Sequence[str], whole_record: bool,
                         threshold: float, blocking_k: int, dedup: bool = False, classifier: nn.Module | None = None,
-                        jaccard_slots=(), batch_size: int = 1024) -> dict[str, Any]:
+                        jaccard_slots=(), pair_features=None, right_columns=None,
+                        batch_size: int = 1024) -> dict[str, Any]:
     """Write what ``engine score`` / ``engine serve`` need beside ``record_encoder.onnx``; return the ``serving``
     block of ``export.json``.
 
@@ -98,7 +125,10 @@ def write_serving_files(directory: str | Path, encoder: nn.Module, slots, right_
       vectors of the right table, or of the one table of a dedup task): what a record is matched against;
     * with ``classifier``: ``pair_scorer.onnx`` (see :func:`pair_scorer_export`; parity checked) and the right
       table's features ``right_features_ids.npy`` / ``right_features_values.npy``, so candidates are re-scored
-      as in evaluation and ``threshold`` (chosen on valid, on that score) applies.
+      as in evaluation and ``threshold`` (chosen on valid, on that score) applies;
+    * with ``pair_features`` (the classifier's weight-free features, :class:`engine_linkage.pair_features.PairFeatures`
+      over the task's tables): ``pair_features.json`` (their state) and ``right_records.parquet`` (``right_columns``,
+      the right table's values of ``fields``), from which serving computes the same features of new pairs.
 
     Args:
         encoder: the record encoder (copied to the CPU here).
@@ -112,8 +142,11 @@ def write_serving_files(directory: str | Path, encoder: nn.Module, slots, right_
         dedup: one table (the right table is the left one): a record is never its own candidate.
         classifier: the pair classifier (``model.classifier``), or None when pairs are scored by cosine.
         jaccard_slots: the slots whose n-gram Jaccard similarity feeds the classifier (empty when it takes none).
+        pair_features: the classifier's weight-free pair features (None when it takes none).
+        right_columns: ``{field: values}`` of the right table (needed with ``pair_features``).
     """
     import copy
+    import json
 
     import polars as pl
 
@@ -134,22 +167,37 @@ def write_serving_files(directory: str | Path, encoder: nn.Module, slots, right_
         "threshold": float(threshold), "blocking_k": int(blocking_k), "dedup": bool(dedup),
         "score": "cosine" if classifier is None else "probability", "pair_scorer": None}
     if classifier is not None:
-        module, names = pair_scorer_export(encoder, copy.deepcopy(classifier).cpu().eval(), slots, jaccard_slots)
+        module, names = pair_scorer_export(encoder, copy.deepcopy(classifier).cpu().eval(), slots, jaccard_slots,
+                                           pair_features is not None)
         pick = {"ids": ids, "values": values}
-        kinds = [n.split("_", 1)[1] for n in names[: len(names) // 2]]
+        sides = [x for x in names if x != "pair_features"]
+        kinds = [x.split("_", 1)[1] for x in sides[: len(sides) // 2]]
         n = ids.shape[0]
         g = torch.Generator().manual_seed(0)
         a, b = torch.randint(0, n, (min(257, n),), generator=g), torch.randint(0, n, (min(257, n),), generator=g)
-        example = tuple(pick[k][a[:4]] for k in kinds) + tuple(pick[k][b[:4]] for k in kinds)
+
+        # a graph-level parity probe: pairs of right records, and weight-free features drawn in their range [0, 1]
+        extra = () if pair_features is None else (torch.rand(a.shape[0], pair_features.width, generator=g),)
+
+        def inputs(la: Tensor, rb: Tensor) -> tuple[Tensor, ...]:
+            return (tuple(pick[k][la] for k in kinds) + tuple(pick[k][rb] for k in kinds)
+                    + tuple(x[: la.shape[0]] for x in extra))
+
         path = out / "pair_scorer.onnx"
-        export_onnx(module, example, path, list(names), ["match_probability"], dynamic_batch=list(names))
-        probe = tuple(pick[k][a] for k in kinds) + tuple(pick[k][b] for k in kinds)
-        report = parity_check(module, path, probe, list(names))
+        export_onnx(module, inputs(a[:4], b[:4]), path, list(names), ["match_probability"],
+                    dynamic_batch=list(names))
+        report = parity_check(module, path, inputs(a, b), list(names))
         np.save(out / "right_features_ids.npy", ids.numpy())
         np.save(out / "right_features_values.npy", values.numpy())
         serving.update({"pair_scorer": "pair_scorer.onnx", "pair_scorer_max_abs_diff": report["max_abs_diff"],
                         "right_features_ids": "right_features_ids.npy",
                         "right_features_values": "right_features_values.npy"})
+        if pair_features is not None:
+            (out / "pair_features.json").write_text(json.dumps(pair_features.state()), encoding="utf-8")
+            pl.DataFrame({f: pl.Series(list(right_columns[f]), dtype=pl.String) for f in fields}).write_parquet(
+                out / "right_records.parquet")
+            serving.update({"pair_features": "pair_features.json", "right_records": "right_records.parquet",
+                            "pair_feature_names": pair_features.names})
     return serving
 
 
@@ -207,12 +255,6 @@ def export_linkage_model(task, model, directory: str) -> dict[str, Any]:
 
     if task.threshold is None:  # `engine export` loads weights without evaluating: choose it on valid now
         task.evaluate(model, "valid")
-    if task.scorer == "classifier" and getattr(task, "tfidf_features", None) is not None:
-        from engine.errors import ConfigError
-
-        raise ConfigError("model.rerank.tfidf: a pair classifier with TF-IDF features is not exported yet (serving "
-                          "would need the fitted vocabularies); run with --no-track or tracking.log_export: false, "
-                          "or drop model.rerank.tfidf to export")
     encoder = copy.deepcopy(model.encoder).cpu().eval()
     module, names = record_encoder_export(encoder, task.slots)
     out = Path(directory)
@@ -232,12 +274,16 @@ def export_linkage_model(task, model, directory: str) -> dict[str, Any]:
     schema_path = out / "record_schema.json"
     schema_path.write_text(json.dumps(schema, indent=2))
     m = task.model_cfg
+    classify = task.scorer == "classifier"
+    features = getattr(task, "pair_features", None) if classify else None
+    right = task.data.right_table
     serving = write_serving_files(
         out, encoder, task.slots, task.data.right_table.ids, task.features["right"],
         fields=list(task.data.fields), whole_record=m.whole_record, threshold=task.threshold,
         blocking_k=m.blocking_k, dedup=task.data.dedup,
-        classifier=getattr(model, "classifier", None) if task.scorer == "classifier" else None,
-        jaccard_slots=task.jaccard_slots if task.scorer == "classifier" and m.rerank.jaccard else ())
+        classifier=getattr(model, "classifier", None) if classify else None,
+        jaccard_slots=task.jaccard_slots if classify and m.rerank.jaccard else (), pair_features=features,
+        right_columns=None if features is None else {f: right.values(f) for f in task.data.fields})
     if m.cross_encoder is not None:
         serving.update(write_cross_encoder(out, model.cross, task.texts["right"], fields=task.cross_fields,
                                            left_texts=task.texts["left"]))

@@ -4,7 +4,8 @@ The record encoder is :class:`engine.fields.RecordEncoder` (field encoders + fus
 item content), re-exported here.
 
 :class:`PairClassifier` scores a pair from per-field cosine similarities, presence flags, optional n-gram Jaccard
-similarities of the id fields, optional untrained TF-IDF cosines (:class:`engine_linkage.tfidf.TfidfPairFeatures`),
+similarities of the id fields, optional weight-free pair features (untrained TF-IDF cosines, typed spans:
+:class:`engine_linkage.pair_features.PairFeatures`),
 the record cosine, and optionally :math:`|u - v|`, :math:`u \\odot v` (an MLP, one logit; the vector features let it
 memorise small training sets, so they are off by default).
 """
@@ -38,37 +39,38 @@ class PairClassifier(nn.Module):
     generalise; without them it is a matcher over the untrained similarities, as Magellan's."""
 
     def __init__(self, num_fields: int, dim: int, num_jaccard: int = 0, hidden: int = 64,
-                 vector_features: bool = False, num_tfidf: int = 0, learned_features: bool = True) -> None:
+                 vector_features: bool = False, num_pair_features: int = 0, learned_features: bool = True) -> None:
         super().__init__()
         if vector_features and not learned_features:
             raise ValueError("PairClassifier: vector_features are learned features; set learned_features=True")
         self.num_fields, self.num_jaccard, self.vector_features = num_fields, num_jaccard, vector_features
-        self.num_tfidf, self.learned_features = num_tfidf, learned_features
+        self.num_pair_features, self.learned_features = num_pair_features, learned_features
         learned = num_fields + 1 if learned_features else 0  # the field cosines and the record cosine
-        width = 2 * num_fields + learned + num_jaccard + num_tfidf + (2 * dim if vector_features else 0)
+        width = 2 * num_fields + learned + num_jaccard + num_pair_features + (2 * dim if vector_features else 0)
         self.mlp = nn.Sequential(nn.Linear(width, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
                                  nn.Linear(hidden, 1))
 
     def forward(self, fl: Tensor, ml: Tensor, fr: Tensor, mr: Tensor, u: Tensor, v: Tensor,
-                jac: Tensor | None = None, tfidf: Tensor | None = None) -> Tensor:
+                jac: Tensor | None = None, pair: Tensor | None = None) -> Tensor:
         """Field vectors ``fl, fr [B, F, D]`` with presence ``ml, mr [B, F]``, record vectors ``u, v [B, D]``,
-        Jaccard ``jac [B, num_jaccard]`` and TF-IDF cosines ``tfidf [B, num_tfidf]`` -> logits ``[B]``."""
+        Jaccard ``jac [B, num_jaccard]`` and weight-free pair features ``pair [B, num_pair_features]`` (TF-IDF,
+        spans) -> logits ``[B]``."""
         both = (ml & mr).float()
         one = (ml ^ mr).float()
         if self.learned_features:
             feats = [F.cosine_similarity(fl, fr, dim=-1) * both, both, one, (u * v).sum(-1, keepdim=True)]
-        else:  # only what does not depend on the weights: presence flags, Jaccard, TF-IDF
+        else:  # only what does not depend on the weights: presence flags, Jaccard, pair features
             feats = [both, one]
         if self.vector_features:
             feats += [(u - v).abs(), u * v]
         at = 3 if self.learned_features else 2
-        if tfidf is not None:
-            feats.insert(at, tfidf)
+        if pair is not None:
+            feats.insert(at, pair)
         if jac is not None:
             feats.insert(at, jac)
-        if (tfidf is None) != (self.num_tfidf == 0):
-            raise ValueError(f"PairClassifier: built for {self.num_tfidf} TF-IDF features, got "
-                             f"{'none' if tfidf is None else tfidf.shape[1]}")
+        if (pair is None) != (self.num_pair_features == 0):
+            raise ValueError(f"PairClassifier: built for {self.num_pair_features} pair features, got "
+                             f"{'none' if pair is None else pair.shape[1]}")
         return self.mlp(torch.cat(feats, dim=1)).squeeze(-1)
 
 

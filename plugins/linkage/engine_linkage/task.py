@@ -48,7 +48,7 @@ from .metrics import pair_keys
 from .model import PairClassifier, PairJaccard, RecordEncoder
 from .outputs import LinkageOutputs
 from .records import LinkageData
-from .tfidf_task import TfidfHooks
+from .pair_task import PairFeatureHooks
 from .tabular import CategoricalEncoder
 
 __all__ = ["LinkageTask", "LinkageModelConfig", "RerankConfig"]
@@ -58,7 +58,7 @@ VALID_METRICS = ("f1", "precision", "recall")
 RECORD_FIELD = "_record"
 
 
-class LinkageTask(CrossEncoderHooks, TfidfHooks, LinkageEvaluation, LinkageOutputs, Task):
+class LinkageTask(CrossEncoderHooks, PairFeatureHooks, LinkageEvaluation, LinkageOutputs, Task):
     """Record linkage and deduplication: contrastive bi-encoder, ANN blocking, re-ranking, clustering."""
 
     name = "linkage"
@@ -125,10 +125,10 @@ class LinkageTask(CrossEncoderHooks, TfidfHooks, LinkageEvaluation, LinkageOutpu
                                                                                      CategoricalEncoder)]
         self._pair_jaccard: PairJaccard | None = None
         self.intra_slots = intra_slots(slots, m.intra_modal)
-        num_tfidf = self.build_tfidf()
+        num_pair_features = self.build_pair_features()
         if m.rerank is not None:
             model.classifier = PairClassifier(len(slots), m.dim, len(self.jaccard_slots) if m.rerank.jaccard else 0,
-                                              m.rerank.hidden, m.rerank.vector_features, num_tfidf,
+                                              m.rerank.hidden, m.rerank.vector_features, num_pair_features,
                                               m.rerank.learned_features)
         if m.cross_encoder is not None:
             self.build_cross_encoder(model)
@@ -217,7 +217,7 @@ class LinkageTask(CrossEncoderHooks, TfidfHooks, LinkageEvaluation, LinkageOutpu
         fr, mr = enc.field_vectors(*self._inputs("right", rrows, device))
         u, v = enc.fuse(fl, ml), enc.fuse(fr, mr)
         return model.classifier(fl, ml, fr, mr, u, v, self._jaccard(lrows, rrows, device),
-                                self._tfidf(lrows, rrows, device)), u, v
+                                self._pair_features(lrows, rrows, device)), u, v
 
     def shard_batch(self, batch, shard) -> ShardedBatch:
         """Data-parallel: each rank keeps its rows of the batch's matched pairs (the objective gathers the other

@@ -66,6 +66,29 @@ class TfidfSimilarity:
             raise RuntimeError("TfidfSimilarity: call fit() first")
         return self.vectorizer.transform(list(texts)).tocsr()
 
+    def state(self) -> dict:
+        """What :meth:`from_state` rebuilds the fitted similarity from (JSON-ready): the analyser, the vocabulary
+        (term -> column) and the idf of each column."""
+        if self.vectorizer is None:
+            raise RuntimeError("TfidfSimilarity: call fit() first")
+        vocab = self.vectorizer.vocabulary_
+        return {"analyzer": self.analyzer, "vocabulary": {t: int(i) for t, i in vocab.items()},
+                "idf": [float(x) for x in self.vectorizer.idf_]}
+
+    @classmethod
+    def from_state(cls, state: Mapping) -> "TfidfSimilarity":
+        """The similarity :meth:`state` describes, fitted (its transform equals the original's)."""
+        from sklearn.feature_extraction.text import TfidfVectorizer
+
+        sim = cls(state["analyzer"])
+        vocab = {str(t): int(i) for t, i in state["vocabulary"].items()}
+        if len(state["idf"]) != len(vocab):
+            raise ValueError(f"TF-IDF state: {len(vocab)} terms but {len(state['idf'])} idf values")
+        sim.vectorizer = TfidfVectorizer(lowercase=True, dtype=np.float64, vocabulary=vocab,
+                                         **ANALYZERS[sim.analyzer])
+        sim.vectorizer.idf_ = np.asarray(state["idf"], dtype=np.float64)
+        return sim
+
     def __repr__(self) -> str:
         size = 0 if self.vectorizer is None else len(self.vectorizer.vocabulary_)
         return f"TfidfSimilarity(analyzer={self.analyzer!r}, vocabulary={size})"
@@ -95,17 +118,58 @@ class TfidfPairFeatures:
     def __init__(self, left: Mapping[str, Sequence[str | None]], right: Mapping[str, Sequence[str | None]] | None,
                  fields: Sequence[str], analyzers: Sequence[Analyzer] = ("word", "char"),
                  per_field: Sequence[str] = ()) -> None:
+        self.fields, self.analyzers, self.per_field = list(fields), list(analyzers), list(per_field)
         self.names: list[str] = []
         self.matrices: list[tuple[object, object]] = []
-        scopes = [("record", list(fields))] + [(f, [f]) for f in per_field]
-        for scope, names in scopes:
+        self.similarities: list[TfidfSimilarity] = []
+        for scope, names in self._scopes():
             lt = record_texts(left, names)
             rt = lt if right is None else record_texts(right, names)
-            for a in analyzers:
+            for a in self.analyzers:
                 sim = TfidfSimilarity(a).fit(lt + ([] if right is None else rt))
                 lm = sim.transform(lt)
                 self.matrices.append((lm, lm if right is None else sim.transform(rt)))
+                self.similarities.append(sim)
                 self.names.append(f"tfidf_{a}_{scope}")
+
+    def _scopes(self) -> list[tuple[str, list[str]]]:
+        return [("record", self.fields)] + [(f, [f]) for f in self.per_field]
+
+    def _texts(self, columns: Mapping[str, Sequence[str | None]]) -> list[list[str]]:
+        """The texts of each feature's scope, one list per feature (in :attr:`names` order)."""
+        out = []
+        for _, names in self._scopes():
+            texts = record_texts(columns, names)
+            out += [texts] * len(self.analyzers)
+        return out
+
+    def state(self) -> dict:
+        """What :meth:`from_state` rebuilds the features from, without the tables (JSON-ready)."""
+        return {"fields": self.fields, "analyzers": self.analyzers, "per_field": self.per_field,
+                "similarities": [s.state() for s in self.similarities]}
+
+    @classmethod
+    def from_state(cls, state: Mapping, table: Mapping[str, Sequence[str | None]]) -> "TfidfPairFeatures":
+        """The fitted features of :meth:`state` over ``table`` (``{field: values}``) on both sides: pairs within
+        it, or, after :meth:`with_left`, new records against it (serving)."""
+        self = object.__new__(cls)
+        self.fields, self.analyzers = list(state["fields"]), list(state["analyzers"])
+        self.per_field = list(state["per_field"])
+        self.similarities = [TfidfSimilarity.from_state(s) for s in state["similarities"]]
+        self.names = [f"tfidf_{a}_{scope}" for scope, _ in self._scopes() for a in self.analyzers]
+        if len(self.names) != len(self.similarities):
+            raise ValueError(f"TF-IDF state: {len(self.similarities)} similarities for features {self.names}")
+        mats = [sim.transform(texts) for sim, texts in zip(self.similarities, self._texts(table))]
+        self.matrices = [(m, m) for m in mats]
+        return self
+
+    def with_left(self, left: Mapping[str, Sequence[str | None]]) -> "TfidfPairFeatures":
+        """The same fitted features with new left records (``{field: values}``) against this right table."""
+        other = object.__new__(TfidfPairFeatures)
+        other.__dict__.update(self.__dict__)
+        other.matrices = [(sim.transform(texts), rm) for sim, texts, (_, rm)
+                          in zip(self.similarities, self._texts(left), self.matrices)]
+        return other
 
     @property
     def width(self) -> int:
