@@ -6,8 +6,9 @@ For each set its pipeline (``--pipelines``, default: the one pipeline per set, :
         --set model.matches_out=OUT/runs/NAME.parquet --set train.checkpoint_dir=OUT/checkpoints [--set ...]
 
 and its test F1 is put beside the TF-IDF cosine baselines (word and char, idf on both tables, threshold of max F1 on
-valid: ``linkage_tfidf_baseline.baseline``, same splits). Each row: test F1 / P / R, valid F1, best epoch, pair
-completeness, wall seconds, and whether it is at or above both baselines. The rows go to ``OUT/results.jsonl`` as
+valid: ``linkage_tfidf_baseline.baseline``, same splits). Each row: test F1 / P / R, the classifier's valid F1,
+what scored the pairs (the classifier, or the TF-IDF cosine ``rerank.tfidf_fallback`` chose on valid), best epoch,
+pair completeness, wall seconds, and whether it is at or above both baselines. The rows go to ``OUT/results.jsonl`` as
 they finish (a rerun skips the rows already there) and the table to ``OUT/matrix.md``.
 
     ENGINE_DATA_ROOT=../shared/data .venv/bin/python benchmarks/linkage_features_matrix.py
@@ -57,23 +58,27 @@ def run(pipeline: Path, out: Path, seed: int | None, extra: list[str], engine: s
     if proc.returncode != 0:
         return {"ok": False, "wall_s": wall, "error": proc.stderr[-2000:]}
     m = json.loads(metrics.read_text())
-    return {"ok": True, "wall_s": wall, **{k: m.get(k) for k in ("f1", "precision", "recall", "best_epoch",
-                                                                 "epochs", "pair_completeness", "valid_f1")}}
+    keys = ("f1", "precision", "recall", "best_epoch", "epochs", "pair_completeness", "valid_f1_classifier",
+            "scored_by_tfidf")
+    return {"ok": True, "wall_s": wall, **{k: m.get(k) for k in keys}}
 
 
 def table(rows: list[dict]) -> str:
-    head = ("| set | pipeline | seed | test F1 | P | R | valid F1 | best epoch / run | pair completeness | wall s | "
-            "TF-IDF word | TF-IDF char | ≥ both |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+    head = ("| set | pipeline | seed | test F1 | P | R | classifier valid F1 | scored by | best epoch / run | "
+            "pair completeness | wall s | TF-IDF word | TF-IDF char | ≥ both |\n"
+            "|---|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---|")
     lines = [head]
     for r in rows:
         if not r["ok"]:
-            lines.append(f"| {r['set']} | {r['pipeline']} | {r['seed']} | failed | | | | | | {r['wall_s']:.0f} | "
+            lines.append(f"| {r['set']} | {r['pipeline']} | {r['seed']} | failed | | | | | | | {r['wall_s']:.0f} | "
                          f"{r['word']:.4f} | {r['char']:.4f} | no |")
             continue
         fmt = lambda x: "–" if x is None else f"{x:.4f}"  # noqa: E731
         ok = r["f1"] >= max(r["word"], r["char"]) - 1e-12
         lines.append(f"| {r['set']} | {r['pipeline']} | {r['seed']} | **{r['f1']:.4f}** | {fmt(r['precision'])} | "
-                     f"{fmt(r['recall'])} | {fmt(r['valid_f1'])} | {r['best_epoch']} / {r['epochs']} | "
+                     f"{fmt(r['recall'])} | {fmt(r['valid_f1_classifier'])} | "
+                     f"{'TF-IDF (fallback)' if r.get('scored_by_tfidf') else 'classifier'} | "
+                     f"{r['best_epoch']} / {r['epochs']} | "
                      f"{fmt(r['pair_completeness'])} | {r['wall_s']:.0f} | {r['word']:.4f} | {r['char']:.4f} | "
                      f"{'yes' if ok else '**no**'} |")
     return "\n".join(lines) + "\n"

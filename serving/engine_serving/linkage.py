@@ -16,7 +16,8 @@ Matching a record, as the task does in evaluation:
 3. take the ``k`` right records of highest cosine (exact: a matrix product and top-k; or ``--index faiss``); for a
    dedup export (one table), a record of the table whose id is the input record's is not its own candidate;
 4. score each candidate: the cross-encoder's probability where the export has one (the record serialised as
-   ``field: value | ...``, the pair tokenised as in training), else the pair classifier's, else the cosine; order
+   ``field: value | ...``, the pair tokenised as in training), else the pair classifier's, else the untrained
+   TF-IDF cosine ``rerank.tfidf_fallback`` chose on valid (``score: tfidf``), else the cosine; order
    the record's candidates by score and, with ``matches_only``, keep those scoring at least the threshold. The pair
    classifier's weight-free features (TF-IDF cosines with the fitted idf, typed spans) are computed from the raw
    values of both records (:class:`engine_linkage.pair_features.PairFeatures`), as in training.
@@ -98,7 +99,8 @@ class LinkageModel:
         self.widths: dict[str, int] = dict(serving["widths"])
         self.threshold: float = float(serving["threshold"])
         self.default_k: int = int(serving.get("blocking_k", 10))
-        self.score_kind: str = serving["score"]
+        self.score_kind: str = serving["score"]  # cosine, probability or tfidf (then score_feature)
+        self.score_feature: str | None = serving.get("score_feature")
         self.dedup: bool = bool(serving.get("dedup", False))
         self.right_ids: pl.Series = pl.read_parquet(files["right_ids"])["right_id"]
         self.right_vectors = np.ascontiguousarray(np.load(files["right_vectors"]), dtype=np.float32)
@@ -249,10 +251,16 @@ class LinkageModel:
             valid &= np.cumsum(valid, axis=1) <= k
         rows = np.repeat(np.arange(cols.shape[0]), valid.sum(axis=1))
         cols, scores = cols[valid], cos[valid]
-        rescored = self.cross_session is not None or self.pair_session is not None
+        rescored = self.cross_session is not None or self.pair_session is not None or self.score_kind == "tfidf"
         if rescored and rows.size:
-            scores = (self.cross_scores(columns, rows, cols) if self.cross_session is not None
-                      else self.pair_scores(ids, values, rows, cols, columns)).astype(np.float32)
+            if self.cross_session is not None:
+                scores = self.cross_scores(columns, rows, cols)
+            elif self.score_kind == "tfidf":  # rerank.tfidf_fallback chose an untrained TF-IDF cosine on valid
+                feats = self.pair_features.with_left(columns)(rows, cols)
+                scores = feats[:, self.pair_features.names.index(self.score_feature)]
+            else:
+                scores = self.pair_scores(ids, values, rows, cols, columns)
+            scores = scores.astype(np.float32)
             order = np.lexsort((-scores, rows))  # stable: ties keep the cosine order
             rows, cols, scores = rows[order], cols[order], scores[order]
         if matches_only:

@@ -178,7 +178,7 @@ def _linkage_plugins():
         yield
 
 
-def _linkage(tmp_path_factory, name: str, model_cfg: dict) -> Trained:
+def _linkage(tmp_path_factory, name: str, model_cfg: dict, train: dict | None = None) -> Trained:
     root = tmp_path_factory.mktemp(name)
     d = write_linkage_tables(root / "dm")
     doc = {
@@ -188,7 +188,7 @@ def _linkage(tmp_path_factory, name: str, model_cfg: dict) -> Trained:
         "model": {"dim": 16, "encoders": {"text": {"name": "char_ngram", "num_buckets": 4096, "max_ngrams": 32}},
                   "blocking_k": 4, "matches_out": str(root / "matches.parquet"), **model_cfg},
         "train": {"epochs": 5, "batch_size": 16, "lr": 0.01, "monitor": "f1", "patience": None,
-                  "checkpoint_dir": str(root / "checkpoints"), "num_threads": 1},
+                  "checkpoint_dir": str(root / "checkpoints"), "num_threads": 1, **(train or {})},
         "evaluate": {"geometry": False},
         "tracking": {"enabled": False},
     }
@@ -216,6 +216,16 @@ def linkage_features_model(tmp_path_factory) -> Trained:
     spans, computed from the raw values at serving time."""
     return _linkage(tmp_path_factory, "linkage-features", {"rerank": {
         "tfidf": ["word", "char"], "spans": True, "learned_features": False}})
+
+
+@pytest.fixture(scope="session")
+def linkage_fallback_model(tmp_path_factory) -> Trained:
+    """The same data, a classifier that has not learned (one epoch at lr 1e-6) with ``rerank.tfidf_fallback``: the
+    untrained char TF-IDF cosine of the whole record wins on valid and scores the pairs, in the task and the export."""
+    trained = _linkage(tmp_path_factory, "linkage-fallback", {"rerank": {"tfidf": ["char"], "tfidf_fallback": True}},
+                       {"epochs": 1, "lr": 1e-6})
+    assert trained.task.scorer == "tfidf" and trained.task.fallback_feature == "tfidf_char_record"
+    return trained
 
 
 @pytest.fixture(scope="session")

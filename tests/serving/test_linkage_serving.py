@@ -106,6 +106,7 @@ def test_onnx_parity_encoder_and_pair_scorer(which, request, linkage_registry):
 
 @pytest.mark.parametrize("which, matches_only", [("linkage_model", False), ("linkage_model", True),
                                                  ("linkage_features_model", False), ("linkage_features_model", True),
+                                                 ("linkage_fallback_model", True),
                                                  ("linkage_cosine_model", True), ("linkage_cross_model", True)])
 def test_score_job_equals_the_naive_reference(which, matches_only, request, linkage_registry, tmp_path):
     trained = request.getfixturevalue(which)

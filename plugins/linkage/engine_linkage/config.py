@@ -31,6 +31,11 @@ class RerankConfig(ComponentConfig):
     tfidf: list[Literal["word", "char"]] = Field(
         default_factory=list, description="untrained TF-IDF cosines as features (word unigrams, char 3-grams; idf "
                                           "fitted on both tables): of the whole record and of each text field")
+    tfidf_fallback: bool = Field(False, description="score pairs by the untrained TF-IDF cosine of the whole record "
+                                                     "(the best of rerank.tfidf's analysers) instead when it reaches "
+                                                     "a higher F1 on valid than the classifier: never below the "
+                                                     "baseline a user gets without training (chosen on valid, "
+                                                     "reported and exported)")
     spans: bool = Field(False, description="typed-span features: product codes shared or contained, number "
                                            "overlap, relative difference of each numeric field "
                                            "(engine_linkage.spans; no weights)")
@@ -39,6 +44,8 @@ class RerankConfig(ComponentConfig):
     def _vector_features_are_learned(self):
         if self.vector_features and not self.learned_features:
             raise ValueError("vector_features are learned features: set learned_features: true or drop them")
+        if self.tfidf_fallback and not self.tfidf:
+            raise ValueError("tfidf_fallback scores by a TF-IDF cosine: set tfidf (e.g. [word, char])")
         return self
 
 

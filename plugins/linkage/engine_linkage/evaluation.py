@@ -1,5 +1,6 @@
 """The evaluation protocols of the ``linkage`` task (see :mod:`engine_linkage.task`): blocking candidates, the
-threshold chosen on ``valid`` by maximal F1, the scorer choice (``rerank.cosine_fallback``), and the test matches
+threshold chosen on ``valid`` by maximal F1, the scorer choice (``rerank.cosine_fallback``, ``rerank.tfidf_fallback``),
+and the test matches
 with their clustering. A mixin of :class:`engine_linkage.task.LinkageTask`, which provides ``data``, ``model_cfg``,
 ``block``, ``score_pairs``, ``_record_vectors`` and ``default_scorer``."""
 
@@ -83,19 +84,28 @@ class LinkageEvaluation:
         return {k: float(v) for k, v in out.items()}
 
     def _choose_scorer(self, model, valid: dict[str, Any], metrics: dict[str, float]) -> dict[str, float]:
-        """With ``rerank.cosine_fallback``: score by the record cosine when its max-F1 on valid beats the
-        classifier's (ties keep the classifier). Then ``scorer``, ``threshold``, ``valid['scores']`` and ``metrics``
-        (updated in place) are the cosine's. Returns both F1s and the choice, for the metrics."""
+        """With ``rerank.cosine_fallback`` / ``rerank.tfidf_fallback``: score by the record cosine / the best
+        whole-record TF-IDF cosine when its max-F1 on valid beats the classifier's (ties keep the classifier; the
+        cosine is tried first). Then ``scorer``, ``threshold``, ``valid['scores']`` and ``metrics`` (updated in
+        place) are the chosen one's. Returns the F1s and the choice, for the metrics."""
         r = self.model_cfg.rerank
-        if self.scorer != "classifier" or r is None or not r.cosine_fallback:
+        if self.scorer != "classifier" or r is None or not (r.cosine_fallback or r.tfidf_fallback):
             return {}
         report = {"valid_f1_classifier": metrics["f1"]}
-        cos = self.score_pairs(model, valid["left"], valid["right"], scorer="cosine")
-        threshold, by_cos = best_threshold(cos, valid["labels"], valid["missed"])
-        if by_cos["f1"] > metrics["f1"]:
-            self.scorer, self.threshold, valid["scores"] = "cosine", threshold, cos
-            metrics.update(by_cos)
-        return {**report, "valid_f1_cosine": by_cos["f1"], "scored_by_cosine": float(self.scorer == "cosine")}
+        options = [("cosine", "cosine")] if r.cosine_fallback else []
+        if r.tfidf_fallback:
+            options += [("tfidf", f"tfidf_{a}_record") for a in dict.fromkeys(r.tfidf)]
+        chosen = None
+        for scorer, name in options:
+            scores = self.score_pairs(model, valid["left"], valid["right"], scorer=scorer, feature=name)
+            threshold, by = best_threshold(scores, valid["labels"], valid["missed"])
+            report[f"valid_f1_{name}"] = by["f1"]
+            if by["f1"] > metrics["f1"]:
+                self.scorer, self.threshold, valid["scores"], chosen = scorer, threshold, scores, name
+                metrics.update(by)
+        self.fallback_feature = chosen if self.scorer == "tfidf" else None
+        return {**report, "scored_by_cosine": float(self.scorer == "cosine"),
+                "scored_by_tfidf": float(self.scorer == "tfidf")}
 
     def _test_matches(self, model, res: dict[str, Any]) -> dict[str, float]:
         """Keep the test matches (for log_artifacts) and score their clustering where entities are known."""

@@ -116,7 +116,7 @@ def _vectors(encoder: nn.Module, ids: Tensor, values: Tensor, batch: int) -> np.
 def write_serving_files(directory: str | Path, encoder: nn.Module, slots, right_ids: Sequence[str],
                         right_features: tuple[Tensor, Tensor], *, fields: Sequence[str], whole_record: bool,
                         threshold: float, blocking_k: int, dedup: bool = False, classifier: nn.Module | None = None,
-                        jaccard_slots=(), pair_features=None, right_columns=None,
+                        jaccard_slots=(), pair_features=None, right_columns=None, score_feature: str | None = None,
                         batch_size: int = 1024) -> dict[str, Any]:
     """Write what ``engine score`` / ``engine serve`` need beside ``record_encoder.onnx``; return the ``serving``
     block of ``export.json``.
@@ -144,6 +144,8 @@ def write_serving_files(directory: str | Path, encoder: nn.Module, slots, right_
         jaccard_slots: the slots whose n-gram Jaccard similarity feeds the classifier (empty when it takes none).
         pair_features: the classifier's weight-free pair features (None when it takes none).
         right_columns: ``{field: values}`` of the right table (needed with ``pair_features``).
+        score_feature: pairs are scored by this pair feature (``rerank.tfidf_fallback`` chose a TF-IDF cosine):
+            no pair scorer is written, ``pair_features`` are.
     """
     import copy
     import json
@@ -166,6 +168,10 @@ def write_serving_files(directory: str | Path, encoder: nn.Module, slots, right_
         "widths": {"ids": int(ids.shape[1]), "values": int(values.shape[1])},
         "threshold": float(threshold), "blocking_k": int(blocking_k), "dedup": bool(dedup),
         "score": "cosine" if classifier is None else "probability", "pair_scorer": None}
+    if score_feature is not None:
+        if pair_features is None or score_feature not in pair_features.names:
+            raise ValueError(f"score_feature {score_feature!r} is not one of the pair features")
+        serving.update({"score": "tfidf", "score_feature": score_feature})
     if classifier is not None:
         module, names = pair_scorer_export(encoder, copy.deepcopy(classifier).cpu().eval(), slots, jaccard_slots,
                                            pair_features is not None)
@@ -192,12 +198,12 @@ def write_serving_files(directory: str | Path, encoder: nn.Module, slots, right_
         serving.update({"pair_scorer": "pair_scorer.onnx", "pair_scorer_max_abs_diff": report["max_abs_diff"],
                         "right_features_ids": "right_features_ids.npy",
                         "right_features_values": "right_features_values.npy"})
-        if pair_features is not None:
-            (out / "pair_features.json").write_text(json.dumps(pair_features.state()), encoding="utf-8")
-            pl.DataFrame({f: pl.Series(list(right_columns[f]), dtype=pl.String) for f in fields}).write_parquet(
-                out / "right_records.parquet")
-            serving.update({"pair_features": "pair_features.json", "right_records": "right_records.parquet",
-                            "pair_feature_names": pair_features.names})
+    if pair_features is not None:
+        (out / "pair_features.json").write_text(json.dumps(pair_features.state()), encoding="utf-8")
+        pl.DataFrame({f: pl.Series(list(right_columns[f]), dtype=pl.String) for f in fields}).write_parquet(
+            out / "right_records.parquet")
+        serving.update({"pair_features": "pair_features.json", "right_records": "right_records.parquet",
+                        "pair_feature_names": pair_features.names})
     return serving
 
 
@@ -274,8 +280,8 @@ def export_linkage_model(task, model, directory: str) -> dict[str, Any]:
     schema_path = out / "record_schema.json"
     schema_path.write_text(json.dumps(schema, indent=2))
     m = task.model_cfg
-    classify = task.scorer == "classifier"
-    features = getattr(task, "pair_features", None) if classify else None
+    classify, by_tfidf = task.scorer == "classifier", task.scorer == "tfidf"
+    features = getattr(task, "pair_features", None) if classify or by_tfidf else None
     right = task.data.right_table
     serving = write_serving_files(
         out, encoder, task.slots, task.data.right_table.ids, task.features["right"],
@@ -283,7 +289,8 @@ def export_linkage_model(task, model, directory: str) -> dict[str, Any]:
         blocking_k=m.blocking_k, dedup=task.data.dedup,
         classifier=getattr(model, "classifier", None) if classify else None,
         jaccard_slots=task.jaccard_slots if classify and m.rerank.jaccard else (), pair_features=features,
-        right_columns=None if features is None else {f: right.values(f) for f in task.data.fields})
+        right_columns=None if features is None else {f: right.values(f) for f in task.data.fields},
+        score_feature=task.fallback_feature if by_tfidf else None)
     if m.cross_encoder is not None:
         serving.update(write_cross_encoder(out, model.cross, task.texts["right"], fields=task.cross_fields,
                                            left_texts=task.texts["left"]))

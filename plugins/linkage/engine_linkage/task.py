@@ -47,9 +47,10 @@ from .intra_modal import intra_modal_loss, intra_slots
 from .metrics import pair_keys
 from .model import PairClassifier, PairJaccard, RecordEncoder
 from .outputs import LinkageOutputs
-from .records import LinkageData
 from .pair_task import PairFeatureHooks
+from .records import LinkageData
 from .tabular import CategoricalEncoder
+from .tfidf import pair_cosine
 
 __all__ = ["LinkageTask", "LinkageModelConfig", "RerankConfig"]
 
@@ -81,6 +82,8 @@ class LinkageTask(CrossEncoderHooks, PairFeatureHooks, LinkageEvaluation, Linkag
         self.threshold: float | None = None
         #: what scores pairs, as the last evaluation chose (see ``score_pairs``, ``rerank.cosine_fallback``)
         self.scorer = self.default_scorer
+        #: with ``scorer == "tfidf"``: the pair feature that scores (``tfidf_<analyser>_record``)
+        self.fallback_feature: str | None = None
         self.mined: tuple[np.ndarray, np.ndarray] | None = None
         self._epoch = 1
         self._test_output: dict[str, np.ndarray] | None = None
@@ -281,12 +284,17 @@ class LinkageTask(CrossEncoderHooks, PairFeatureHooks, LinkageEvaluation, Linkag
         return "cross" if m.cross_encoder is not None else "classifier" if m.rerank is not None else "cosine"
 
     @torch.no_grad()
-    def score_pairs(self, model, lrows: np.ndarray, rrows: np.ndarray, scorer: str | None = None) -> np.ndarray:
+    def score_pairs(self, model, lrows: np.ndarray, rrows: np.ndarray, scorer: str | None = None,
+                    feature: str | None = None) -> np.ndarray:
         """Match scores of pairs (row indices into the left and right tables) by ``scorer`` (default: the one the
         last evaluation chose, see :attr:`scorer`): the cross-encoder's probability (``cross``), the classifier's
-        (``classifier``), or the cosine of the record vectors (``cosine``)."""
+        (``classifier``), the cosine of the record vectors (``cosine``), or an untrained TF-IDF cosine (``tfidf``:
+        the pair feature ``feature``, default the one ``rerank.tfidf_fallback`` chose)."""
         device = next(model.parameters()).device
         scorer = scorer or self.scorer
+        if scorer == "tfidf":
+            lm, rm = self.tfidf_features.matrix(feature or self.fallback_feature)
+            return pair_cosine(lm, rm, lrows, rrows)
         if scorer == "cosine":  # each distinct record encoded once, not once per pair it is in
             lu, li = np.unique(lrows, return_inverse=True)
             ru, ri = np.unique(rrows, return_inverse=True)
