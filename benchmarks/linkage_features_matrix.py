@@ -29,10 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "plugins" / "linkage"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-#: the pipeline of each DeepMatcher set in ../shared/data (Beer is in the Ditto layout only)
-SETS = ["structured-beer", "structured-dblp-acm", "structured-dblp-googlescholar", "structured-fodors-zagats",
-        "structured-itunes-amazon", "structured-walmart-amazon", "dirty-dblp-acm", "dirty-dblp-googlescholar",
-        "dirty-itunes-amazon", "dirty-walmart-amazon", "textual-abt-buy"]
+from linkage_tfidf_baseline import SETS  # noqa: E402  (one pipeline per DeepMatcher set)
 
 
 def baselines(pipeline: Path) -> dict[str, float]:
@@ -86,7 +83,7 @@ def table(rows: list[dict]) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--pipelines", nargs="*", type=Path, help="default: pipelines/linkage-<set>.yaml of SETS")
+    parser.add_argument("--pipelines", nargs="*", type=Path, help="default: pipelines/linkage-<set>.yaml of every set")
     parser.add_argument("--only", default=None, help="run the pipelines whose name holds this")
     parser.add_argument("--seed", type=int, default=None, help="--set seed=SEED (default: the pipeline's)")
     parser.add_argument("--set", dest="extra", action="append", default=[], help="more --set KEY=VALUE")

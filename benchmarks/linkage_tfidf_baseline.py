@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT / "plugins" / "linkage"))
 from engine_linkage.metrics import best_threshold, classify  # noqa: E402
 from engine_linkage.tfidf import TfidfSimilarity, pair_cosine, record_texts  # noqa: E402
 
-#: one pipeline per DeepMatcher set (the plain char n-gram rows of BENCHMARKS.md)
+#: one pipeline per DeepMatcher set in ../shared/data (Beer is in the Ditto layout only)
 SETS = ["structured-dblp-acm", "structured-dblp-googlescholar", "structured-fodors-zagats",
         "structured-walmart-amazon", "structured-itunes-amazon", "structured-beer", "dirty-dblp-acm",
         "dirty-dblp-googlescholar", "dirty-walmart-amazon", "dirty-itunes-amazon", "textual-abt-buy"]

@@ -148,3 +148,11 @@ def test_classifier_without_learned_features_ignores_the_encoder():
 
     with pytest.raises(ValueError, match="vector_features are learned features"):
         RerankConfig(vector_features=True, learned_features=False)
+
+
+def test_tfidf_fallback_needs_tfidf_features():
+    from engine_linkage.config import RerankConfig
+
+    assert RerankConfig(tfidf=["word"], tfidf_fallback=True).tfidf_fallback
+    with pytest.raises(ValueError, match="tfidf_fallback scores by a TF-IDF cosine: set tfidf"):
+        RerankConfig(tfidf_fallback=True)
