@@ -108,3 +108,21 @@ def test_pair_features_state_rebuilds_the_same_features_for_new_records():
         PairFeatures.from_state(state, RIGHT)
     with pytest.raises(ValueError, match="unknown part"):
         PairFeatures.from_state({"parts": [{"kind": "bm25"}], "names": []}, RIGHT)
+
+
+def test_per_field_spans_are_each_fields_own():
+    left = {"title": ["sony tv kdl-40v4100", "bose am53bk"], "modelno": ["kdl40v4100", None], "price": ["10", "5"]}
+    right = {"title": ["sony bravia 40 inch", "bose speaker am53bk"], "modelno": ["kdl-40v4100", "am53bk"],
+             "price": ["12", "5"]}
+    f = SpanPairFeatures(left, right, ["title", "modelno", "price"], ["price"], per_field=["title", "modelno"])
+    assert f.width == 3 * 8 + 2 and f.names[8] == "span_title_code_shared" and f.names[16] == "span_modelno_code_shared"
+    li, ri = np.array([0, 1, 0]), np.array([0, 1, 1])
+    x = f(li, ri)
+    whole = SpanPairFeatures(left, right, ["title", "modelno", "price"], ["price"])(li, ri)
+    np.testing.assert_array_equal(x[:, :8], whole[:, :8])
+    np.testing.assert_array_equal(x[:, -2:], whole[:, -2:])
+    for k, field in enumerate(["title", "modelno"], start=1):
+        np.testing.assert_array_equal(x[:, 8 * k: 8 * k + 8], SpanPairFeatures(left, right, [field])(li, ri))
+    assert x[0, 16] == 1 and x[0, 8] == 0  # the model numbers agree; the right title has no code
+    served = SpanPairFeatures.from_state(json.loads(json.dumps(f.state())), right).with_left(left)
+    np.testing.assert_array_equal(served(li, ri), x)

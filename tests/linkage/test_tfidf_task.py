@@ -74,3 +74,37 @@ def test_run_with_tfidf_features_and_their_export(tmp_path, linkage_plugins):
     state = json.loads((tmp_path / "onnx" / "pair_features.json").read_text())
     assert state["names"] == serving["pair_feature_names"] == [f"tfidf_char_{s}" for s in ("record", "name", "city")]
     assert (tmp_path / "onnx" / "right_records.parquet").is_file()
+
+
+def test_classifier_with_its_own_optimiser(tmp_path, linkage_plugins):
+    """``rerank.lr``: the classifier is its own parameter group at that rate; a batch gives the bi-encoder's update
+    (without the classifier's loss) then one classifier update per ``rerank.batch_size`` labelled pairs, which
+    move the classifier and leave the encoder as it was; a whole run learns."""
+    import torch
+
+    task, model = prepared(tmp_path, {"rerank": {"tfidf": ["word"], "spans": True, "learned_features": False,
+                                                 "lr": 0.01, "batch_size": 8}})
+    groups = task.parameter_groups(model)
+    clf = {id(p) for p in model.classifier.parameters()}
+    assert set(groups) == {"model", "rerank"} and groups["rerank"]["lr"] == 0.01
+    assert {id(p) for p in groups["rerank"]["params"]} == clf
+    assert not clf & {id(p) for p in groups["model"]["params"]}
+    batch = next(iter(task.train_batches(1, torch.Generator().manual_seed(0))))
+    steps = list(task.training_steps(model, batch))
+    n_pairs = batch[2][0].shape[0]
+    assert [g for g, _ in steps] == ["model"] + ["rerank"] * -(-n_pairs // 8)
+    assert "rerank" not in steps[0][1].parts and set(steps[1][1].parts) == {"bce"}
+    encoder = [p.detach().clone() for p in model.encoder.parameters()]
+    head = [p.detach().clone() for p in model.classifier.parameters()]
+    opt = torch.optim.Adam(groups["rerank"]["params"], lr=0.01)
+    model.zero_grad()
+    steps[1][1].loss.backward()
+    opt.step()
+    assert all(torch.equal(a, b) for a, b in zip(encoder, model.encoder.parameters()))
+    assert any(not torch.equal(a, b) for a, b in zip(head, model.classifier.parameters()))
+    d = write_deepmatcher(tmp_path / "dm2")
+    p = pipeline(tmp_path, {"source": "deepmatcher_csv", "path": str(d), "fields": FIELDS},
+                 {"rerank": {"tfidf": ["char"], "learned_features": False, "lr": 0.01, "batch_size": 16}})
+    invoke("run", p, "--metrics-out", tmp_path / "m.json")
+    m = json.loads((tmp_path / "m.json").read_text())
+    assert m["f1"] >= 0.85, m

@@ -22,6 +22,11 @@ class RerankConfig(ComponentConfig):
     vector_features: bool = Field(False, description="also |u - v| and u * v of the record vectors as features")
     hard_negatives: int = Field(0, ge=0, description="negatives per train record mined from the blocking index "
                                                      "each epoch (neighbours that are not labelled matches)")
+    lr: float | None = Field(None, gt=0, description="the classifier's own optimiser and learning rate (its loss then "
+                                                     "trains only the classifier, with batch_size pairs per step); "
+                                                     "null: one optimiser with the encoder at train.lr, one "
+                                                     "classifier step per contrastive batch")
+    batch_size: int = Field(64, ge=1, description="labelled pairs per classifier step with its own optimiser (lr)")
     cosine_fallback: bool = Field(False, description="score pairs by the record cosine instead when it reaches a "
                                                      "higher F1 on valid than the classifier (checked at every "
                                                      "evaluation; the choice is reported and exported)")

@@ -39,7 +39,7 @@ class PairFeatureHooks:
                                                                      per_field=text if len(text) > 1 else ())
         if m.rerank is not None and m.rerank.spans:
             numeric = [f for f, kind in d.fields.items() if kind == "numeric"]
-            parts["spans"] = SpanPairFeatures(left, right, fields, numeric)
+            parts["spans"] = SpanPairFeatures(left, right, fields, numeric, per_field=text if len(text) > 1 else ())
         if parts:
             self.pair_features = PairFeatures(parts)
         if m.blocking != "vectors":

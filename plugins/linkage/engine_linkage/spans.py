@@ -22,7 +22,9 @@ Features of a pair (left record ``a``, right record ``b``), in this order (:attr
 ``span_code_both``, ``span_code_one``   both / exactly one of the records have a code
 ``span_number_jaccard``    Jaccard similarity of the number sets (0 when both are empty)
 ``span_number_both``       both records have a number
-per numeric field ``f``: ``span_<f>_reldiff`` = :math:`|x_a - x_b| / \\max(|x_a|, |x_b|)` (0 when both are 0) and
+then the same eight of each field of ``per_field`` alone, named ``span_<field>_code_shared`` and so on (a code
+moved from the model-number field into the title still counts in the record's features; the field's own say
+whether the model numbers themselves agree), and per numeric field ``f``: ``span_<f>_reldiff`` = :math:`|x_a - x_b| / \\max(|x_a|, |x_b|)` (0 when both are 0) and
 ``span_<f>_both`` (both values parse as numbers; the difference is 0 otherwise)
 
 Every feature is in [0, 1]; none depends on trained weights, so they generalise from few labelled pairs.
@@ -96,6 +98,11 @@ def record_spans(columns: Mapping[str, Sequence[str | None]], fields: Sequence[s
                        {f: np.array([_number(v) for v in columns[f]], dtype=np.float64) for f in numeric})
 
 
+#: the features of one scope (the whole record, or one field), in order
+_NAMES = ["code_shared", "code_left_in_right", "code_right_in_left", "code_prefix", "code_both", "code_one",
+          "number_jaccard", "number_both"]
+
+
 def _prefix(a: str, b: str) -> float:
     n = 0
     for x, y in zip(a, b):
@@ -124,17 +131,22 @@ class SpanPairFeatures:
         left, right: ``{field: values}`` of the two tables (``right`` None: the left table on both sides).
         fields: the fields joined into a record's text.
         numeric: the numeric fields compared by relative difference.
+        per_field: fields whose text also gets the eight span features of its own.
     """
 
     def __init__(self, left: Mapping[str, Sequence[str | None]], right: Mapping[str, Sequence[str | None]] | None,
-                 fields: Sequence[str], numeric: Sequence[str] = ()) -> None:
-        self.fields, self.numeric = list(fields), list(numeric)
-        self.left = record_spans(left, self.fields, self.numeric)
-        self.right = self.left if right is None else record_spans(right, self.fields, self.numeric)
-        self.names = ["span_code_shared", "span_code_left_in_right", "span_code_right_in_left", "span_code_prefix",
-                      "span_code_both", "span_code_one", "span_number_jaccard", "span_number_both"]
+                 fields: Sequence[str], numeric: Sequence[str] = (), per_field: Sequence[str] = ()) -> None:
+        self.fields, self.numeric, self.per_field = list(fields), list(numeric), list(per_field)
+        self.left = self._spans(left)
+        self.right = self.left if right is None else self._spans(right)
+        self.names = [f"span_{scope}{n}" for scope in ["", *(f"{f}_" for f in self.per_field)] for n in _NAMES]
         for f in self.numeric:
             self.names += [f"span_{f}_reldiff", f"span_{f}_both"]
+
+    def _spans(self, columns) -> list[RecordSpans]:
+        """The spans of the whole record (with the numeric fields), then of each ``per_field`` field alone."""
+        return [record_spans(columns, self.fields, self.numeric)] + [record_spans(columns, [f])
+                                                                     for f in self.per_field]
 
     @property
     def width(self) -> int:
@@ -143,25 +155,27 @@ class SpanPairFeatures:
     def with_left(self, left: Mapping[str, Sequence[str | None]]) -> "SpanPairFeatures":
         """The same features with new left records (``{field: values}``) against this right table: serving."""
         other = object.__new__(SpanPairFeatures)
-        other.fields, other.numeric, other.names, other.right = self.fields, self.numeric, self.names, self.right
-        other.left = record_spans(left, self.fields, self.numeric)
+        other.__dict__.update(self.__dict__)
+        other.left = self._spans(left)
         return other
 
     def state(self) -> dict:
         """What :meth:`from_state` rebuilds the features from (nothing is fitted: the fields)."""
-        return {"fields": self.fields, "numeric": self.numeric}
+        return {"fields": self.fields, "numeric": self.numeric, "per_field": self.per_field}
 
     @classmethod
     def from_state(cls, state: Mapping, table: Mapping[str, Sequence[str | None]]) -> "SpanPairFeatures":
         """The features of :meth:`state` over ``table`` on both sides (then :meth:`with_left`: serving)."""
-        return cls(table, None, state["fields"], state["numeric"])
+        return cls(table, None, state["fields"], state["numeric"], state.get("per_field", ()))
 
     def __call__(self, lrows, rrows) -> np.ndarray:
         lrows, rrows = np.asarray(lrows, dtype=np.int64), np.asarray(rrows, dtype=np.int64)
-        a, b = self.left, self.right
-        rows = [_pair(a.codes[i], b.codes[j], a.squashed[i], b.squashed[j], a.numbers[i], b.numbers[j])
-                for i, j in zip(lrows.tolist(), rrows.tolist())]
-        cols = [np.array(rows, dtype=np.float64).reshape(lrows.size, 8)]
+        cols = []
+        for a, b in zip(self.left, self.right):
+            rows = [_pair(a.codes[i], b.codes[j], a.squashed[i], b.squashed[j], a.numbers[i], b.numbers[j])
+                    for i, j in zip(lrows.tolist(), rrows.tolist())]
+            cols.append(np.array(rows, dtype=np.float64).reshape(lrows.size, len(_NAMES)))
+        a, b = self.left[0], self.right[0]
         for f in self.numeric:
             x, y = a.numeric[f][lrows], b.numeric[f][rrows]
             both = ~(np.isnan(x) | np.isnan(y))

@@ -237,9 +237,40 @@ class LinkageTask(CrossEncoderHooks, PairFeatureHooks, LinkageEvaluation, Linkag
     def check_data_parallel(self, model) -> None:
         super().check_data_parallel(model)
         m = self.model_cfg
-        for key, value in (("model.intra_modal", m.intra_modal), ("model.cross_encoder", m.cross_encoder)):
+        for key, value in (("model.intra_modal", m.intra_modal), ("model.cross_encoder", m.cross_encoder),
+                           ("model.rerank.lr", m.rerank.lr if m.rerank is not None else None)):
             if value is not None:
                 raise ConfigError(f"--nproc: {key} does not train data-parallel yet; use --nproc 1")
+
+    @property
+    def _own_classifier_steps(self) -> bool:
+        """``rerank.lr`` set: the pair classifier has its own optimiser and steps (:meth:`training_steps`)."""
+        r = self.model_cfg.rerank
+        return r is not None and r.lr is not None
+
+    def parameter_groups(self, model) -> dict[str, dict[str, Any]]:
+        """With ``rerank.lr``, the pair classifier has its own optimiser (``rerank``) at that learning rate."""
+        groups = super().parameter_groups(model)
+        if not self._own_classifier_steps:
+            return groups
+        own = {id(p) for p in model.classifier.parameters()}
+        groups["model"] = {**groups["model"], "params": [p for p in groups["model"]["params"] if id(p) not in own]}
+        return {**groups, "rerank": {"params": list(model.classifier.parameters()), "lr": self.model_cfg.rerank.lr}}
+
+    def training_steps(self, model, batch):
+        """The bi-encoder's update (and the cross-encoder's, see :class:`CrossEncoderHooks`); with ``rerank.lr``
+        then one classifier update per ``rerank.batch_size`` of the batch's labelled pairs."""
+        yield from super().training_steps(model, batch)
+        clf = batch[2]
+        if not self._own_classifier_steps or clf is None:
+            return
+        device = next(model.parameters()).device
+        size = self.model_cfg.rerank.batch_size
+        for start in range(0, clf[0].shape[0], size):
+            li, ri, y = (a[start:start + size] for a in clf)
+            logits, _, _ = self._pair_logits(model, li, ri, device)
+            bce = F.binary_cross_entropy_with_logits(logits, torch.as_tensor(y, dtype=logits.dtype, device=device))
+            yield "rerank", ObjectiveOutput(bce, {"bce": bce})
 
     def training_step(self, model, batch) -> ObjectiveOutput:
         device = next(model.parameters()).device
@@ -260,7 +291,7 @@ class LinkageTask(CrossEncoderHooks, PairFeatureHooks, LinkageEvaluation, Linkag
             if im is not None:
                 parts["intra_modal"] = im
                 total = total + m.intra_modal.weight * im
-        if m.rerank is not None and clf is not None and clf[0].shape[0] > 0:
+        if m.rerank is not None and m.rerank.lr is None and clf is not None and clf[0].shape[0] > 0:
             logits, _, _ = self._pair_logits(model, clf[0], clf[1], device)
             bce = share(F.binary_cross_entropy_with_logits(logits, torch.as_tensor(clf[2], dtype=logits.dtype,
                                                                                    device=device)), clf[0].shape[0])
