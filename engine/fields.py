@@ -187,17 +187,21 @@ class RecordEncoder(nn.Module):
 
 def featurizer_spec(encoder: nn.Module) -> dict[str, Any]:
     """``{"name", "options"}``: the registry name of a field encoder and the options of its ``Config`` that it
-    holds, enough to rebuild its ``featurize`` from the registry (``cls.from_config(cls.Config(**options))``)."""
+    holds, enough to rebuild its ``featurize`` from the registry (``cls.from_config(cls.Config(**options))``).
+    Options the class names in ``training_only_options`` (e.g. a training-time cache folder) are left out."""
     cls = type(encoder)
     options: dict[str, Any] = {}
+    skip = set(getattr(cls, "training_only_options", ()))
     for key in cls.Config.model_fields:  # the options it keeps as attributes of the same name
+        if key in skip:
+            continue
         value = getattr(encoder, key, None)
         if isinstance(value, (str, int, float, bool, list, tuple)):
             options[key] = list(value) if isinstance(value, tuple) else value
     get = getattr(encoder, "get_config_dict", None)
     if callable(get):
         options.update({k: list(v) if isinstance(v, tuple) else v for k, v in get().items()
-                        if k in cls.Config.model_fields})
+                        if k in cls.Config.model_fields and k not in skip})
     return {"name": cls.name, "options": options}
 
 

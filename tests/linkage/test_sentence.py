@@ -59,3 +59,15 @@ def test_model_by_name_or_old_key(tmp_path):
     assert SentenceEncoder.Config(model="all-mpnet-base-v2").model_dump()["model"] == "all-mpnet-base-v2"
     with pytest.raises(ConfigError, match="all-mpnet-base-v2"):
         SentenceEncoder(model=str(tmp_path / "missing")).featurize(["x"])
+
+
+def test_exported_featuriser_leaves_the_training_cache_out():
+    """The serving spec rebuilds the encoder without ``cache_dir``: a request never reads or writes the training
+    cache (its values are embedded afresh)."""
+    from engine.fields import featurizer_spec
+    from engine_linkage.sentence import SentenceEncoder
+
+    enc = SentenceEncoder(dim=4, model="some/folder", max_seq_length=32, cache_dir="out/cache")
+    spec = featurizer_spec(enc)
+    assert spec["name"] == "sentence" and "cache_dir" not in spec["options"]
+    assert spec["options"]["model"] == "some/folder" and spec["options"]["max_seq_length"] == 32

@@ -43,6 +43,8 @@ class SentenceEncoder(nn.Module, Component):
 
     name: ClassVar[str] = "sentence"
     input_kind: ClassVar[str] = "values"
+    #: not exported with the featuriser: serving embeds each request's values afresh and writes no cache files
+    training_only_options: ClassVar[tuple[str, ...]] = ("cache_dir",)
 
     class Config(ComponentConfig):
         model: str | None = Field(None, validation_alias=AliasChoices("model", "model_path"),
