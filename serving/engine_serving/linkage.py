@@ -256,8 +256,8 @@ class LinkageModel:
             if self.cross_session is not None:
                 scores = self.cross_scores(columns, rows, cols)
             elif self.score_kind == "tfidf":  # rerank.tfidf_fallback chose an untrained TF-IDF cosine on valid
-                feats = self.pair_features.with_left(columns)(rows, cols)
-                scores = feats[:, self.pair_features.names.index(self.score_feature)]
+                tfidf = self.pair_features.parts["tfidf"].with_left(columns)  # that part only: no spans
+                scores = tfidf.cosine(self.score_feature, rows, cols)
             else:
                 scores = self.pair_scores(ids, values, rows, cols, columns)
             scores = scores.astype(np.float32)

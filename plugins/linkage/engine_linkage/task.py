@@ -50,7 +50,6 @@ from .outputs import LinkageOutputs
 from .pair_task import PairFeatureHooks
 from .records import LinkageData
 from .tabular import CategoricalEncoder
-from .tfidf import pair_cosine
 
 __all__ = ["LinkageTask", "LinkageModelConfig", "RerankConfig"]
 
@@ -324,8 +323,7 @@ class LinkageTask(CrossEncoderHooks, PairFeatureHooks, LinkageEvaluation, Linkag
         device = next(model.parameters()).device
         scorer = scorer or self.scorer
         if scorer == "tfidf":
-            lm, rm = self.tfidf_features.matrix(feature or self.fallback_feature)
-            return pair_cosine(lm, rm, lrows, rrows)
+            return self.tfidf_features.cosine(feature or self.fallback_feature, lrows, rrows)
         if scorer == "cosine":  # each distinct record encoded once, not once per pair it is in
             lu, li = np.unique(lrows, return_inverse=True)
             ru, ri = np.unique(rrows, return_inverse=True)

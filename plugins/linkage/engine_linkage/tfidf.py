@@ -179,6 +179,11 @@ class TfidfPairFeatures:
         """``(left, right)`` TF-IDF matrices of feature ``name`` (e.g. ``tfidf_char_record``)."""
         return self.matrices[self.names.index(name)]
 
+    def cosine(self, name: str, lrows, rrows) -> np.ndarray:
+        """Feature ``name`` alone for the pairs ``(lrows[k], rrows[k])``, ``float64 [B]`` (a column of ``__call__``)."""
+        lm, rm = self.matrix(name)
+        return pair_cosine(lm, rm, lrows, rrows)
+
     def __call__(self, lrows, rrows) -> np.ndarray:
         lrows, rrows = np.asarray(lrows, dtype=np.int64), np.asarray(rrows, dtype=np.int64)
         cols = [pair_cosine(lm, rm, lrows, rrows) for lm, rm in self.matrices]
