@@ -212,12 +212,15 @@ class LinkageTask(CrossEncoderHooks, PairFeatureHooks, LinkageEvaluation, Linkag
             self._pair_jaccard = PairJaccard(self.features["left"][0], self.features["right"][0], self.jaccard_slots)
         return self._pair_jaccard(lrows, rrows).to(device)
 
-    def _pair_logits(self, model, lrows, rrows, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Classifier logits of pairs, and the record vectors of both sides."""
+    def _pair_logits(self, model, lrows, rrows, device,
+                     encoder_grad: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Classifier logits of pairs, and the record vectors of both sides; ``encoder_grad=False`` builds no graph
+        through the encoder (an update that steps only the classifier)."""
         enc = model.encoder
-        fl, ml = enc.field_vectors(*self._inputs("left", lrows, device))
-        fr, mr = enc.field_vectors(*self._inputs("right", rrows, device))
-        u, v = enc.fuse(fl, ml), enc.fuse(fr, mr)
+        with torch.set_grad_enabled(encoder_grad and torch.is_grad_enabled()):
+            fl, ml = enc.field_vectors(*self._inputs("left", lrows, device))
+            fr, mr = enc.field_vectors(*self._inputs("right", rrows, device))
+            u, v = enc.fuse(fl, ml), enc.fuse(fr, mr)
         return model.classifier(fl, ml, fr, mr, u, v, self._jaccard(lrows, rrows, device),
                                 self._pair_features(lrows, rrows, device)), u, v
 
@@ -267,7 +270,7 @@ class LinkageTask(CrossEncoderHooks, PairFeatureHooks, LinkageEvaluation, Linkag
         size = self.model_cfg.rerank.batch_size
         for start in range(0, clf[0].shape[0], size):
             li, ri, y = (a[start:start + size] for a in clf)
-            logits, _, _ = self._pair_logits(model, li, ri, device)
+            logits, _, _ = self._pair_logits(model, li, ri, device, encoder_grad=False)  # only the classifier steps
             bce = F.binary_cross_entropy_with_logits(logits, torch.as_tensor(y, dtype=logits.dtype, device=device))
             yield "rerank", ObjectiveOutput(bce, {"bce": bce})
 
